@@ -1,0 +1,22 @@
+"""All tables. Import from here so that Alembic and the service see one metadata."""
+
+from secstor.db.base import Base
+from secstor.db.models.accounts import Account, ApiSession, Domain, User
+from secstor.db.models.infra import ImageStore, StoragePool, Zone
+from secstor.db.models.jobs import AsyncJob
+from secstor.db.models.ops import Alert, ConfigurationValue, WorkerHeartbeat
+
+__all__ = [
+    "Base",
+    "Account",
+    "ApiSession",
+    "Domain",
+    "User",
+    "ImageStore",
+    "StoragePool",
+    "Zone",
+    "AsyncJob",
+    "Alert",
+    "ConfigurationValue",
+    "WorkerHeartbeat",
+]

@@ -1,0 +1,152 @@
+"""The registry of named settings: CloudStack's names and defaults, plus secstor's own.
+
+Pure data and validation; values live in the ``configuration_values`` table and are read
+through ``secstor.services.settings``. Every setting appears in ``listConfigurations`` and in
+docs/settings.md (generated from this table by ``secstor docs settings``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from secstor.domain.errors import InvalidParameter
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    type: str  # "Integer" | "Long" | "Float" | "Boolean" | "String" | "CSV"
+    category: str
+    description: str
+    scope: str = "Global"
+    dynamic: bool = True
+    options: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    extension: bool = False  # not a CloudStack setting
+    validator: Callable[[str], None] | None = None
+
+    def parse(self, raw: str) -> Any:
+        """Turn a stored string into a typed value; raise InvalidParameter if it is not valid."""
+        value = raw.strip()
+        try:
+            if self.type in ("Integer", "Long"):
+                typed: Any = int(value)
+            elif self.type == "Float":
+                typed = float(value)
+            elif self.type == "Boolean":
+                low = value.lower()
+                if low not in ("true", "false"):
+                    raise ValueError
+                typed = low == "true"
+            elif self.type == "CSV":
+                typed = [p.strip() for p in value.split(",") if p.strip()]
+            else:
+                typed = value
+        except ValueError:
+            raise InvalidParameter(
+                f"Invalid value {raw!r} for setting {self.name}: a {self.type} is expected", "value"
+            ) from None
+        if self.options and value.lower() not in {o.lower() for o in self.options}:
+            raise InvalidParameter(
+                f"Invalid value {raw!r} for setting {self.name}: valid values are {', '.join(self.options)}", "value"
+            )
+        if self.minimum is not None and typed < self.minimum:
+            raise InvalidParameter(f"Invalid value {raw!r} for setting {self.name}: must be >= {self.minimum:g}", "value")
+        if self.maximum is not None and typed > self.maximum:
+            raise InvalidParameter(f"Invalid value {raw!r} for setting {self.name}: must be <= {self.maximum:g}", "value")
+        if self.validator is not None:
+            self.validator(value)
+        return typed
+
+
+def _cidr_list(value: str) -> None:
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise InvalidParameter(f"Invalid CIDR {part!r} in secstorage.allowed.internal.sites", "value") from None
+
+
+_REGISTRY: dict[str, Setting] = {}
+
+
+def register(setting: Setting) -> Setting:
+    if setting.name in _REGISTRY:
+        raise ValueError(f"setting {setting.name} registered twice")
+    setting.parse(setting.default)  # a default must itself be valid
+    _REGISTRY[setting.name] = setting
+    return setting
+
+
+def get_setting(name: str) -> Setting:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InvalidParameter(f"Configuration {name} not found", "name") from None
+
+
+def all_settings() -> list[Setting]:
+    return sorted(_REGISTRY.values(), key=lambda s: s.name)
+
+
+for _s in [
+    Setting("image.store.allocation.algorithm", "firstfitleastconsumed", "String", "Storage",
+            "How a private template's store is chosen in a zone: firstfitleastconsumed (most free "
+            "first) or random.", options=("firstfitleastconsumed", "random")),
+    Setting("image.store.imbalance.threshold", "0.3", "Float", "Storage",
+            "Balance migration stops once the standard deviation of the stores' free ratios divided "
+            "by their mean is at or under this value.", minimum=0.0),
+    Setting("secondary.storage.capacity.threshold", "0.90", "Float", "Storage",
+            "A store whose used/total ratio is above this never receives new data.", minimum=0.0, maximum=1.0),
+    Setting("secstorage.capacity.alert.threshold", "0.85", "Float", "Alert",
+            "An alert is raised when a store's used/total ratio passes this value.", minimum=0.0, maximum=1.0,
+            extension=True),
+    Setting("secstorage.capacityscan.interval", "30000", "Long", "Storage",
+            "Milliseconds between capacity scans of the image stores.", minimum=1000),
+    Setting("secstorage.max.migrate.sessions", "2", "Integer", "Advanced",
+            "Copies a worker runs in parallel for migrations and store-to-store copies.", minimum=1, maximum=64),
+    Setting("max.ssvm.count", "5", "Integer", "Advanced",
+            "Most extra worker processes the supervisor starts for migration load.", minimum=0, maximum=64),
+    Setting("max.data.migration.wait.time", "15", "Integer", "Advanced",
+            "Minutes a copy may wait in the queue before the supervisor adds a worker.", minimum=1),
+    Setting("secstorage.allowed.internal.sites", "", "CSV", "Advanced",
+            "Comma-separated CIDRs from which downloads are allowed although they are loopback, "
+            "private, link-local or metadata addresses. Empty: all such addresses are refused.",
+            validator=_cidr_list),
+    Setting("snapshot.backup.to.secondary", "true", "Boolean", "Snapshots",
+            "Back snapshots up to an image store; false keeps them on primary storage only.", dynamic=False),
+    Setting("snapshot.delta.max", "16", "Integer", "Snapshots",
+            "Most incremental snapshots between two full ones (kept for compatibility: secstor "
+            "snapshots are all logically full).", minimum=1),
+    Setting("snapshot.max.hourly", "8", "Integer", "Snapshots", "Most hourly scheduled snapshots kept per volume.", minimum=0),
+    Setting("snapshot.max.daily", "8", "Integer", "Snapshots", "Most daily scheduled snapshots kept per volume.", minimum=0),
+    Setting("snapshot.max.weekly", "8", "Integer", "Snapshots", "Most weekly scheduled snapshots kept per volume.", minimum=0),
+    Setting("snapshot.max.monthly", "8", "Integer", "Snapshots", "Most monthly scheduled snapshots kept per volume.", minimum=0),
+    Setting("secstorage.nfs.version", "3", "String", "Storage",
+            "NFS version used to mount nfs:// image stores.", options=("3", "4", "4.0", "4.1", "4.2"), extension=True),
+    Setting("secstorage.nfs.timeo", "600", "Integer", "Storage",
+            "NFS mount option timeo (tenths of a second before a retransmission).", minimum=1, extension=True),
+    Setting("secstorage.nfs.retrans", "2", "Integer", "Storage",
+            "NFS mount option retrans (retransmissions before a major timeout).", minimum=0, extension=True),
+    Setting("job.lease.seconds", "60", "Integer", "Advanced",
+            "Seconds a worker's claim on a job lasts without a heartbeat; after that another worker "
+            "takes the job over.", minimum=5, extension=True),
+    Setting("job.max.attempts", "5", "Integer", "Advanced",
+            "Times a job is retried after its worker died or it failed with a retryable error.", minimum=1,
+            extension=True),
+    Setting("api.session.timeout", "1800", "Integer", "Advanced",
+            "Seconds a login session stays valid without use.", minimum=60, extension=True),
+    Setting("api.signature.require.expires", "true", "Boolean", "Advanced",
+            "Signed requests must carry signatureVersion=3 and an expires time (replay protection). "
+            "Set false only for old clients such as Marvin that sign without expiry.", extension=True),
+    Setting("api.signature.max.expiry", "900", "Integer", "Advanced",
+            "Seconds into the future a signed request's expires may lie (CloudStack: 15 minutes).",
+            minimum=60, extension=True),
+]:
+    register(_s)
