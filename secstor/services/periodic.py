@@ -1,0 +1,1 @@
+"""Imports the modules that register periodic tasks (see secstor.services.background)."""
