@@ -40,14 +40,11 @@ class Config:
     # Where workers mount NFS exports, and NFS URLs an operator has mounted by hand.
     nfs_mount_root: str = ""
     nfs_mounts: dict[str, str] = field(default_factory=dict)
-    nfs_version: str = "3"
     mount_command: str = "mount"
     # Workers embedded in `serve` (0 = API only; run `secstor worker` elsewhere).
     embedded_workers: int = 1
     worker_id: str = ""
     log_level: str = "INFO"
-    # Seconds between periodic capacity scans of image stores.
-    capacity_scan_interval: float = 30.0
 
     @property
     def resolved_database_url(self) -> str:

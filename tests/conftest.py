@@ -59,3 +59,11 @@ def unique_name(request) -> str:
     import uuid
 
     return f"{request.node.name[:30]}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session")
+def regular_user(server, admin_cs):
+    """An account of role User with its own API keys (`.cs` signs with them)."""
+    from tests.support.api import create_api_user
+
+    return create_api_user(server, admin_cs)

@@ -33,6 +33,7 @@ class Caller:
     domain_id: int
     domain_uuid: str
     domain_name: str
+    session_id: int | None = None  # the login session, when the call came with a session key
 
     @property
     def is_admin(self) -> bool:
@@ -45,6 +46,9 @@ class CallContext:
         self.db = session
         self._caller = caller
         self.command = command
+        # Cookies the HTTP reply sets or clears (login and logout).
+        self.reply_cookies: dict[str, str] = {}
+        self.reply_clear_cookies: list[str] = []
 
     @property
     def caller(self) -> Caller:
@@ -74,19 +78,35 @@ class CallContext:
     # ---- lists ---------------------------------------------------------------------------
     def page(self, params: dict[str, Any], stmt: Select) -> tuple[list[Any], int]:
         """Apply page/pagesize to a select; return the page's rows and the total count."""
+        window = self._page_window(params)
+        total = self.db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+        if window is not None:
+            stmt = stmt.limit(window[1]).offset(window[0])
+        return list(self.db.scalars(stmt).unique()), total
+
+    def page_items(self, params: dict[str, Any], items: list[Any]) -> tuple[list[Any], int]:
+        """page() for lists built in memory (settings, the command registry)."""
+        window = self._page_window(params)
+        if window is None:
+            return items, len(items)
+        offset, size = window
+        return items[offset:offset + size], len(items)
+
+    @staticmethod
+    def _page_window(params: dict[str, Any]) -> tuple[int, int] | None:
+        """(offset, size) from page/pagesize, None for everything; 431 on bad values."""
         page = params.get("page")
         pagesize = params.get("pagesize")
         if page is not None and page < 1:
             raise InvalidParameter("Page index must be greater than or equal to 1", "page")
         if pagesize is not None and pagesize != -1 and not (1 <= pagesize <= MAX_PAGE_SIZE):
             raise InvalidParameter(f"Page size can't exceed max allowed page size value: {MAX_PAGE_SIZE}", "pagesize")
-        total = self.db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
         if pagesize == -1:
             pagesize = None
-        if page is not None or pagesize is not None:
-            size = pagesize or DEFAULT_PAGE_SIZE
-            stmt = stmt.limit(size).offset(((page or 1) - 1) * size)
-        return list(self.db.scalars(stmt).unique()), total
+        if page is None and pagesize is None:
+            return None
+        size = pagesize or DEFAULT_PAGE_SIZE
+        return ((page or 1) - 1) * size, size
 
     # ---- async jobs ----------------------------------------------------------------------
     def submit_job(self, handler: str, params: dict[str, Any], *, instance_type: str | None = None,

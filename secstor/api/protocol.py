@@ -8,9 +8,8 @@ reuse from the upload and extract endpoints.
 from __future__ import annotations
 
 import logging
-import secrets as pysecrets
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -22,6 +21,7 @@ from secstor.api.results import result_body
 from secstor.db.models import ApiSession, User
 from secstor.domain.errors import InvalidParameter, SecstorError
 from secstor.runtime import Runtime
+from secstor.services.accounts import session_cookie_matches
 from secstor.security import signing
 
 log = logging.getLogger("secstor.api")
@@ -106,16 +106,16 @@ def authenticate(runtime: Runtime, session, raw: dict[str, str], lowered: dict[s
 
     session_key = lowered.get("sessionkey") or headers.get("sessionkey")
     if session_key:
-        # The key must come back both as a parameter (or header) and as the login cookie:
-        # a cross-site page can make the browser send the cookie but cannot read the key.
-        if not pysecrets.compare_digest(cookies.get("sessionkey", ""), session_key):
-            raise AuthError
+        # As in CloudStack, the key comes as a parameter (or header) and must belong to the
+        # session named by the httponly JSESSIONID cookie: a cross-site page can make the browser
+        # send the cookie but cannot read the key, and a leaked key is useless without the cookie.
         row = session.scalars(select(ApiSession).where(ApiSession.session_key == session_key)).first()
-        if row is None or row.expires <= now:
+        if row is None or row.expires <= now or not session_cookie_matches(row, cookies.get("JSESSIONID")):
             raise AuthError
         user = _live_user(session, session.get(User, row.user_id))
+        # Sliding expiry: every use extends the session.
         row.expires = now + timedelta(seconds=int(runtime.settings.get("api.session.timeout")))
-        return caller_for_user(user)
+        return replace(caller_for_user(user), session_id=row.id)
     raise AuthError
 
 
@@ -164,12 +164,4 @@ def handle_api_call(runtime: Runtime, raw: dict[str, str], *, cookies: dict[str,
         return ApiReply(530, error_body(cmd.key, 530, f"Internal error executing command {cmd.name}", 4250))
 
 
-def new_session_key() -> str:
-    return pysecrets.token_urlsafe(24)
-
-
-def session_expiry(runtime: Runtime) -> datetime:
-    return runtime.now() + timedelta(seconds=int(runtime.settings.get("api.session.timeout")))
-
-
-__all__ = ["ApiReply", "handle_api_call", "error_body", "InvalidParameter", "new_session_key", "session_expiry"]
+__all__ = ["ApiReply", "handle_api_call", "error_body", "InvalidParameter"]

@@ -31,6 +31,8 @@ def serve(
     import uvicorn
 
     from secstor.api.app import create_app
+    from secstor.jobs.handlers import load_handler_modules
+    from secstor.jobs.worker import embedded_workers
     from secstor.services.bootstrap import bootstrap, open_runtime
     from secstor.services.background import BackgroundServices
 
@@ -42,7 +44,8 @@ def serve(
         typer.echo("Created the admin account. Its API keys (also in "
                    f"{cfg.home / 'admin-keys.json'}, mode 0600):")
         typer.echo(json.dumps(result.admin_keys, indent=2))
-    background = BackgroundServices(runtime)
+    load_handler_modules()  # also before serving: extra modules may register API commands
+    background = BackgroundServices(runtime, workers=embedded_workers(runtime, cfg.embedded_workers))
     app = create_app(runtime, ready=background.ready, on_startup=background.start, on_shutdown=background.stop)
     log.info("secstor listening on http://%s:%s (home %s)", cfg.host, cfg.port, cfg.home)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(), access_log=False)

@@ -6,6 +6,7 @@ import uuid as uuidlib
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, String
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -35,6 +36,13 @@ class UtcDateTime(TypeDecorator):
 
     impl = DateTime
     cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        # MariaDB's DATETIME drops fractions of a second by default; job leases and back-offs
+        # of a few seconds need them.
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
 
     def process_bind_param(self, value, dialect):
         if value is None:

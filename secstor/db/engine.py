@@ -19,6 +19,10 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+# Execution option for read-only transactions (see the SQLite begin listener below).
+READ_ONLY = "secstor_read_only"
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -36,10 +40,16 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-        # pysqlite's implicit BEGIN is deferred; emit our own so that BEGIN IMMEDIATE can be used.
+        # A deferred transaction that reads and then writes fails at once with "database is
+        # locked" when another connection wrote meanwhile (SQLite cannot upgrade its snapshot),
+        # and busy_timeout does not help. BEGIN IMMEDIATE takes the write lock up front, so
+        # writers queue on busy_timeout instead. Transactions here are short by design.
+        # Read-only work done while the same thread holds a write transaction (the settings cache
+        # reloading in the middle of a request) opts out with read_only=True: with IMMEDIATE it
+        # would wait for its own caller until busy_timeout. WAL readers never block.
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         engine.dialect._secstor_sqlite = True  # type: ignore[attr-defined]
         return engine

@@ -2,7 +2,7 @@
 
 Pure data and validation; values live in the ``configuration_values`` table and are read
 through ``secstor.services.settings``. Every setting appears in ``listConfigurations`` and in
-docs/settings.md (generated from this table by ``secstor docs settings``).
+docs/settings.md (generated from this table by ``python -m secstor.tools.gendocs``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Setting:
                 typed = value
         except ValueError:
             raise InvalidParameter(
-                f"Invalid value {raw!r} for setting {self.name}: a {self.type} is expected", "value"
+                f"Invalid value {raw!r} for setting {self.name}: not a valid {self.type}", "value"
             ) from None
         if self.options and value.lower() not in {o.lower() for o in self.options}:
             raise InvalidParameter(
@@ -59,7 +59,11 @@ class Setting:
         if self.maximum is not None and typed > self.maximum:
             raise InvalidParameter(f"Invalid value {raw!r} for setting {self.name}: must be <= {self.maximum:g}", "value")
         if self.validator is not None:
-            self.validator(value)
+            try:
+                self.validator(value)
+            except InvalidParameter as exc:
+                raise InvalidParameter(f"Invalid value {raw!r} for setting {self.name}: {exc.message}",
+                                       "value") from None
         return typed
 
 
@@ -70,7 +74,7 @@ def _cidr_list(value: str) -> None:
         try:
             ipaddress.ip_network(part, strict=False)
         except ValueError:
-            raise InvalidParameter(f"Invalid CIDR {part!r} in secstorage.allowed.internal.sites", "value") from None
+            raise InvalidParameter(f"{part!r} is not a CIDR", "value") from None
 
 
 _REGISTRY: dict[str, Setting] = {}
@@ -88,7 +92,7 @@ def get_setting(name: str) -> Setting:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise InvalidParameter(f"Configuration {name} not found", "name") from None
+        raise InvalidParameter(f"Config parameter with name {name} doesn't exist", "name") from None
 
 
 def all_settings() -> list[Setting]:
@@ -111,6 +115,9 @@ for _s in [
             "Milliseconds between capacity scans of the image stores.", minimum=1000),
     Setting("secstorage.max.migrate.sessions", "2", "Integer", "Advanced",
             "Copies a worker runs in parallel for migrations and store-to-store copies.", minimum=1, maximum=64),
+    Setting("secstorage.worker.job.slots", "4", "Integer", "Advanced",
+            "Jobs of the default queue (everything but copies) a worker runs in parallel.", minimum=1,
+            maximum=256, extension=True),
     Setting("max.ssvm.count", "5", "Integer", "Advanced",
             "Most extra worker processes the supervisor starts for migration load.", minimum=0, maximum=64),
     Setting("max.data.migration.wait.time", "15", "Integer", "Advanced",
@@ -128,6 +135,10 @@ for _s in [
     Setting("snapshot.max.daily", "8", "Integer", "Snapshots", "Most daily scheduled snapshots kept per volume.", minimum=0),
     Setting("snapshot.max.weekly", "8", "Integer", "Snapshots", "Most weekly scheduled snapshots kept per volume.", minimum=0),
     Setting("snapshot.max.monthly", "8", "Integer", "Snapshots", "Most monthly scheduled snapshots kept per volume.", minimum=0),
+    Setting("secstorage.download.hosts.check", "", "CSV", "Advanced",
+            "Comma-separated host names that the health check (secstor health, "
+            "runSecondaryStorageHealthCheck) must be able to resolve, e.g. the servers templates are "
+            "downloaded from. Empty: no DNS check.", extension=True),
     Setting("secstorage.nfs.version", "3", "String", "Storage",
             "NFS version used to mount nfs:// image stores.", options=("3", "4", "4.0", "4.1", "4.2"), extension=True),
     Setting("secstorage.nfs.timeo", "600", "Integer", "Storage",
@@ -148,5 +159,17 @@ for _s in [
     Setting("api.signature.max.expiry", "900", "Integer", "Advanced",
             "Seconds into the future a signed request's expires may lie (CloudStack: 15 minutes).",
             minimum=60, extension=True),
+    Setting("max.template.iso.size", "50", "Integer", "Advanced",
+            "Largest template or ISO, in GiB, that may be downloaded or uploaded.", minimum=1),
+    Setting("secstorage.download.connect.timeout", "30", "Integer", "Advanced",
+            "Seconds a template download may take to connect to its server.", minimum=1, extension=True),
+    Setting("secstorage.download.read.timeout", "60", "Integer", "Advanced",
+            "Seconds a template download waits for its server to answer a request.", minimum=1, extension=True),
+    Setting("secstorage.download.stall.timeout", "60", "Integer", "Advanced",
+            "Seconds a template download may receive no byte before it reconnects and resumes.", minimum=1,
+            extension=True),
+    Setting("secstorage.download.max.retries", "5", "Integer", "Advanced",
+            "Reconnections a template download may make before it ends in DOWNLOAD_ERROR.", minimum=0,
+            extension=True),
 ]:
     register(_s)

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from secstor.jobs.worker import DEFAULT_GRACE_SECONDS
 
 if TYPE_CHECKING:
+    from secstor.jobs.worker import Worker
     from secstor.runtime import Runtime
 
 log = logging.getLogger("secstor.background")
@@ -35,12 +39,16 @@ def periodic_task(name: str, interval: Callable[["Runtime"], float]):
 
 
 class BackgroundServices:
-    def __init__(self, runtime: "Runtime", *, run_periodic: bool = True):
+    def __init__(self, runtime: "Runtime", *, run_periodic: bool = True, workers: Sequence["Worker"] = (),
+                 grace_seconds: float = DEFAULT_GRACE_SECONDS):
         self._rt = runtime
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._run_periodic = run_periodic
+        self._workers = list(workers)
+        # How long stop() lets running jobs finish before leaving them to their leases.
+        self._grace_seconds = grace_seconds
 
     def ready(self) -> bool:
         return self._ready.is_set()
@@ -65,9 +73,16 @@ class BackgroundServices:
                 t = threading.Thread(target=self._loop, args=(task,), name=f"periodic-{task.name}", daemon=True)
                 t.start()
                 self._threads.append(t)
+        for worker in self._workers:
+            worker.start()
         self._ready.set()
 
     def stop(self) -> None:
         self._stop.set()
+        for worker in self._workers:
+            worker.request_stop()
+        deadline = time.monotonic() + self._grace_seconds
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
         for t in self._threads:
             t.join(timeout=10)

@@ -1,1 +1,3 @@
 """Imports the modules that register periodic tasks (see secstor.services.background)."""
+
+import secstor.services.capacity  # noqa: F401  (capacity scans of image stores)

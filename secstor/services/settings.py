@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from secstor.db.engine import READ_ONLY
 from secstor.db.models import ConfigurationValue
 from secstor.domain.settings import Setting, all_settings, get_setting
 
@@ -30,7 +31,9 @@ class SettingsService:
     def _values(self) -> dict[str, str]:
         with self._lock:
             if time.monotonic() - self._loaded_at > _CACHE_SECONDS:
-                with self._rt.session_factory() as s:
+                # Read-only: settings are read in the middle of requests that already write.
+                read_only = self._rt.engine.execution_options(**{READ_ONLY: True})
+                with self._rt.session_factory(bind=read_only) as s:
                     self._cache = {r.name: r.value for r in s.scalars(select(ConfigurationValue))}
                 self._loaded_at = time.monotonic()
             return self._cache

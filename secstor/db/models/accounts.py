@@ -48,11 +48,13 @@ class User(Identified, Base):
 
 
 class ApiSession(Base):
-    """A `login` session: the key a browser sends back as `sessionkey` with its cookie."""
+    """A `login` session: the browser sends the key back as the `sessionkey` parameter, and the
+    session must also be named by its httponly JSESSIONID cookie (stored as a SHA-256 digest)."""
 
     __tablename__ = "api_sessions"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     session_key: Mapped[str] = mapped_column(String(64), unique=True)
+    cookie_hash: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
     created: Mapped[datetime] = mapped_column(UtcDateTime)
     expires: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -24,7 +24,7 @@ class ImageStore(Identified, Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     zone_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("zones.id"), index=True)
     provider: Mapped[str] = mapped_column(String(32))  # Local | NFS | S3
-    protocol: Mapped[str] = mapped_column(String(32))  # file | nfs | s3
+    protocol: Mapped[str] = mapped_column(String(32))  # file | nfs | http | https (S3, as CloudStack)
     url: Mapped[str] = mapped_column(String(2048))
     scope: Mapped[str] = mapped_column(String(16), default="ZONE")  # ZONE | REGION
     role: Mapped[str] = mapped_column(String(16), default="Image")  # Image | ImageCache

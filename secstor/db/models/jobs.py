@@ -16,7 +16,7 @@ class AsyncJob(Identified, Base):
     # handler that runs it (usually the same name; internal jobs use their own names).
     cmd: Mapped[str] = mapped_column(String(255))
     handler: Mapped[str] = mapped_column(String(255))
-    account_id: Mapped[int | None] = mapped_column(BigId)
+    account_id: Mapped[int | None] = mapped_column(BigId, index=True)
     user_id: Mapped[int | None] = mapped_column(BigId)
     params_json: Mapped[str] = mapped_column(Text, default="{}")
     # Queue decides which concurrency limit applies ("default", "copy" ...).
@@ -33,6 +33,8 @@ class AsyncJob(Identified, Base):
     # Progress for long jobs: free-form JSON (objects/bytes done and remaining ...).
     progress_json: Mapped[str | None] = mapped_column(Text)
     # Lease: the worker that holds the job and until when. An expired lease is claimable.
+    # ``attempts`` doubles as the lease's fencing token: every claim increments it, so a worker
+    # whose lease was taken over can never write over the new owner's work.
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -40,6 +42,9 @@ class AsyncJob(Identified, Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
     not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why the previous attempt ended without a result (a retryable error, a worker that died):
+    # shown to operators while the job waits for its next attempt.
+    last_error: Mapped[str | None] = mapped_column(Text)
     # Durable scratch state a handler keeps to resume after a crash (idempotent restarts).
     checkpoint_json: Mapped[str | None] = mapped_column(Text)
     started: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 17:47:10.337842
+Create Date: 2026-11-21 18:03:43.055414
 """
 from alembic import op
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ def upgrade() -> None:
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('not_before', secstor.db.base.UtcDateTime(), nullable=True),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('checkpoint_json', sa.Text(), nullable=True),
     sa.Column('started', secstor.db.base.UtcDateTime(), nullable=True),
     sa.Column('completed', secstor.db.base.UtcDateTime(), nullable=True),
@@ -51,6 +52,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('uuid', name=op.f('uq_async_jobs_uuid'))
     )
     with op.batch_alter_table('async_jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_async_jobs_account_id'), ['account_id'], unique=False)
         batch_op.create_index('ix_async_jobs_claim', ['state', 'queue', 'not_before'], unique=False)
 
     op.create_table('configuration_values',
@@ -197,9 +199,50 @@ def upgrade() -> None:
     sa.UniqueConstraint('username', name=op.f('uq_users_username')),
     sa.UniqueConstraint('uuid', name=op.f('uq_users_uuid'))
     )
+    op.create_table('vm_templates',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('displaytext', sa.String(length=4096), nullable=True),
+    sa.Column('format', sa.String(length=16), nullable=False),
+    sa.Column('hypervisor', sa.String(length=32), nullable=True),
+    sa.Column('ostypeid', sa.String(length=255), nullable=True),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('is_public', sa.Boolean(), nullable=False),
+    sa.Column('featured', sa.Boolean(), nullable=False),
+    sa.Column('extractable', sa.Boolean(), nullable=False),
+    sa.Column('bootable', sa.Boolean(), nullable=False),
+    sa.Column('passwordenabled', sa.Boolean(), nullable=False),
+    sa.Column('sshkeyenabled', sa.Boolean(), nullable=False),
+    sa.Column('isdynamicallyscalable', sa.Boolean(), nullable=False),
+    sa.Column('requireshvm', sa.Boolean(), nullable=False),
+    sa.Column('bits', sa.Integer(), nullable=False),
+    sa.Column('template_type', sa.String(length=16), nullable=False),
+    sa.Column('is_iso', sa.Boolean(), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=True),
+    sa.Column('checksum', sa.String(length=255), nullable=True),
+    sa.Column('checksum_computed', sa.String(length=255), nullable=True),
+    sa.Column('sha256', sa.String(length=64), nullable=True),
+    sa.Column('size', sa.BigInteger(), nullable=True),
+    sa.Column('physical_size', sa.BigInteger(), nullable=True),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('cross_zones', sa.Boolean(), nullable=False),
+    sa.Column('removed', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_vm_templates_account_id_accounts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_vm_templates')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_vm_templates_uuid'))
+    )
+    with op.batch_alter_table('vm_templates', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_vm_templates_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_templates_is_iso'), ['is_iso'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_templates_name'), ['name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_templates_removed'), ['removed'], unique=False)
+
     op.create_table('api_sessions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('session_key', sa.String(length=64), nullable=False),
+    sa.Column('cookie_hash', sa.String(length=64), nullable=False),
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
     sa.Column('expires', secstor.db.base.UtcDateTime(), nullable=False),
@@ -210,15 +253,53 @@ def upgrade() -> None:
     with op.batch_alter_table('api_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_sessions_expires'), ['expires'], unique=False)
 
+    op.create_table('template_store_refs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('zone_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('download_state', sa.String(length=32), nullable=False),
+    sa.Column('download_pct', sa.Integer(), nullable=False),
+    sa.Column('error_text', sa.Text(), nullable=True),
+    sa.Column('install_path', sa.String(length=1024), nullable=True),
+    sa.Column('size', sa.BigInteger(), nullable=True),
+    sa.Column('physical_size', sa.BigInteger(), nullable=True),
+    sa.Column('checksum', sa.String(length=255), nullable=True),
+    sa.Column('job_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['store_id'], ['image_stores.id'], name=op.f('fk_template_store_refs_store_id_image_stores')),
+    sa.ForeignKeyConstraint(['template_id'], ['vm_templates.id'], name=op.f('fk_template_store_refs_template_id_vm_templates')),
+    sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_template_store_refs_zone_id_zones')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_template_store_refs')),
+    sa.UniqueConstraint('template_id', 'store_id', name=op.f('uq_template_store_refs_template_id_store_id'))
+    )
+    with op.batch_alter_table('template_store_refs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_template_store_refs_store_id'), ['store_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_template_store_refs_template_id'), ['template_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('template_store_refs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_template_store_refs_template_id'))
+        batch_op.drop_index(batch_op.f('ix_template_store_refs_store_id'))
+
+    op.drop_table('template_store_refs')
     with op.batch_alter_table('api_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_sessions_expires'))
 
     op.drop_table('api_sessions')
+    with op.batch_alter_table('vm_templates', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_vm_templates_removed'))
+        batch_op.drop_index(batch_op.f('ix_vm_templates_name'))
+        batch_op.drop_index(batch_op.f('ix_vm_templates_is_iso'))
+        batch_op.drop_index(batch_op.f('ix_vm_templates_account_id'))
+
+    op.drop_table('vm_templates')
     op.drop_table('users')
     op.drop_table('alerts')
     with op.batch_alter_table('storage_pools', schema=None) as batch_op:
@@ -239,6 +320,7 @@ def downgrade() -> None:
     op.drop_table('configuration_values')
     with op.batch_alter_table('async_jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_async_jobs_claim')
+        batch_op.drop_index(batch_op.f('ix_async_jobs_account_id'))
 
     op.drop_table('async_jobs')
     # ### end Alembic commands ###

@@ -1,0 +1,436 @@
+"""Templates and ISOs: registration and placement, the download of one copy, listing, deletion."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuidlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import and_, false, or_, select
+from sqlalchemy.orm import Session
+
+from secstor.api.format import cs_date, drop_none
+from secstor.db.models import Account, ImageStore, TemplateStoreRef, VMTemplate, Zone
+from secstor.domain import templates as dt
+from secstor.domain.errors import InvalidParameter, OperationFailed
+from secstor.domain.states import OBJECT_IN_STORE, DownloadState, ObjectInStoreEvent, ObjectInStoreState
+from secstor.domain.urlsafety import ALLOWANCE_SETTING, UnsafeUrl, check_url
+from secstor.movers.checksums import Checksum, UnknownChecksumAlgorithm, parse_checksum
+from secstor.movers.download import DownloadOptions, download_to_store
+from secstor.movers.inspect import ImageRejected, inspect_store_object
+from secstor.movers.transfer import TransferError
+from secstor.services.image_stores import store_reference_check
+from secstor.stores.base import StoreError
+
+if TYPE_CHECKING:
+    from secstor.runtime import Runtime
+
+log = logging.getLogger("secstor.templates")
+
+DOWNLOAD_HANDLER = "template.download"
+DELETE_HANDLER = "template.delete"
+ALL_ZONES = "-1"
+PCT_WRITE_SECONDS = 1.0  # a copy's download percentage is written at most this often
+GIB = 1 << 30
+DOWNLOADING_REFUSAL = "Please specify a template that is not currently being downloaded."
+
+
+def parse_given_checksum(text: str | None) -> str | None:
+    """The canonical ``{ALG}hex`` of a user's checksum, or None; 431 on bad input."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return str(parse_checksum(text))
+    except UnknownChecksumAlgorithm as exc:
+        raise InvalidParameter(str(exc), "checksum") from None
+    except ValueError as exc:
+        raise InvalidParameter(f"Invalid checksum: {exc}", "checksum") from None
+
+
+# ---- registration -----------------------------------------------------------------------------
+
+@dataclass
+class NewTemplate:
+    name: str
+    displaytext: str | None
+    format: str
+    url: str
+    is_iso: bool
+    account_id: int
+    hypervisor: str | None = None
+    ostypeid: str | None = None
+    checksum: str | None = None
+    is_public: bool = False
+    featured: bool = False
+    extractable: bool = False
+    bootable: bool = True
+    passwordenabled: bool = False
+    sshkeyenabled: bool = False
+    isdynamicallyscalable: bool = False
+    requireshvm: bool = True
+    bits: int = 64
+    template_type: str = "USER"
+
+
+def _zones(session: Session, zone_ids: list[str]) -> tuple[list[Zone], bool]:
+    """The zones named (``-1``: every zone) and whether the template is cross-zone."""
+    if zone_ids == [ALL_ZONES]:
+        zones = list(session.scalars(select(Zone).where(Zone.removed.is_(None)).order_by(Zone.id)))
+        return zones, True
+    if ALL_ZONES in zone_ids:
+        raise InvalidParameter("-1 (all zones) cannot be combined with other zones", "zoneids")
+    found = {z.uuid: z for z in session.scalars(select(Zone).where(Zone.uuid.in_(zone_ids), Zone.removed.is_(None)))}
+    for zid in zone_ids:
+        if zid not in found:
+            raise InvalidParameter(f"Unable to find zone by id {zid}", "zoneid")
+    return [found[z] for z in dict.fromkeys(zone_ids)], False
+
+
+def _placement(session: Session, runtime: "Runtime", zones: list[Zone], replicate: bool,
+               what: str, name: str, cross_zones: bool) -> list[tuple[Zone, ImageStore]]:
+    algorithm = runtime.settings.get("image.store.allocation.algorithm")
+    threshold = runtime.settings.get("secondary.storage.capacity.threshold")
+    stores_by_zone: dict[int, list[ImageStore]] = defaultdict(list)
+    for store in session.scalars(select(ImageStore).where(ImageStore.zone_id.in_([z.id for z in zones]),
+                                                          ImageStore.removed.is_(None)).order_by(ImageStore.id)):
+        stores_by_zone[store.zone_id].append(store)
+    placed: list[tuple[Zone, ImageStore]] = []
+    for zone in zones:
+        chosen = dt.stores_to_receive(stores_by_zone[zone.id], replicate=replicate, algorithm=algorithm,
+                                      threshold=threshold)
+        if not chosen and not cross_zones:
+            raise OperationFailed(f"Unable to find image store to download the {what} {name} in zone {zone.name}")
+        placed.extend((zone, store) for store in chosen)
+    if not placed:
+        raise OperationFailed(f"Unable to find image store to download the {what} {name}")
+    return placed
+
+
+def register(session: Session, runtime: "Runtime", spec: NewTemplate, zone_ids: list[str],
+             submit_job: Callable[..., Any]) -> VMTemplate:
+    """Create the template, one copy per chosen store and one download job per copy."""
+    what = "ISO" if spec.is_iso else "template"
+    try:
+        check_url(spec.url)
+    except UnsafeUrl as exc:
+        raise InvalidParameter(f"Invalid url {spec.url}: {exc}", "url") from None
+    zones, cross_zones = _zones(session, zone_ids)
+    replicate = spec.is_public or spec.featured or spec.template_type in dt.REPLICATED_TYPES
+    placed = _placement(session, runtime, zones, replicate, what, spec.name, cross_zones)
+    template = VMTemplate(**vars(spec), cross_zones=cross_zones, created=runtime.now())
+    session.add(template)
+    session.flush()
+    for zone, store in placed:
+        ref = TemplateStoreRef(template_id=template.id, store_id=store.id, zone_id=zone.id,
+                               state=ObjectInStoreState.Allocated.value,
+                               download_state=DownloadState.NOT_DOWNLOADED.value, download_pct=0,
+                               created=runtime.now())
+        session.add(ref)
+        session.flush()
+        job = submit_job(DOWNLOAD_HANDLER, {"ref_id": ref.id}, instance_type="Template", instance_id=template.uuid)
+        session.flush()
+        ref.job_id = job.id
+    log.info("%s %s (%s) registered from %s: %d copies to download", what, template.name, template.uuid,
+             spec.url, len(placed))
+    return template
+
+
+# ---- download of one copy ---------------------------------------------------------------------
+
+def download_options(runtime: "Runtime") -> DownloadOptions:
+    s = runtime.settings
+    return DownloadOptions(
+        allowed_cidrs=tuple(s.get(ALLOWANCE_SETTING)),
+        connect_timeout=float(s.get("secstorage.download.connect.timeout")),
+        read_timeout=float(s.get("secstorage.download.read.timeout")),
+        stall_timeout=float(s.get("secstorage.download.stall.timeout")),
+        max_retries=int(s.get("secstorage.download.max.retries")),
+        max_bytes=int(s.get("max.template.iso.size")) * GIB,
+    )
+
+
+def _update_ref(runtime: "Runtime", ref_id: int, event: ObjectInStoreEvent | None = None, **values: Any) -> None:
+    with runtime.session() as s:
+        ref = s.get(TemplateStoreRef, ref_id)
+        if ref is None:
+            return
+        if event is not None:
+            ref.state = OBJECT_IN_STORE.next_state(ref.state, event)
+        for k, v in values.items():
+            setattr(ref, k, v)
+        ref.updated = runtime.now()
+
+
+class _PctWriter:
+    """Writes a copy's download percentage at most once per PCT_WRITE_SECONDS."""
+
+    def __init__(self, runtime: "Runtime", ref_id: int, on_progress: Callable[[int], None]):
+        self.runtime, self.ref_id, self.on_progress = runtime, ref_id, on_progress
+        self.written_at = 0.0
+        self.pct = 0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        pct = min(int(done * 100 / total), 100) if total else 0
+        now = time.monotonic()
+        if pct != self.pct and now - self.written_at >= PCT_WRITE_SECONDS:
+            self.pct, self.written_at = pct, now
+            _update_ref(self.runtime, self.ref_id, download_pct=pct)
+            self.on_progress(pct)
+
+
+def download_copy(runtime: "Runtime", ref_id: int, on_progress: Callable[[int], None], job_log) -> VMTemplate | None:
+    """Download, verify and inspect one copy; the template, or None if the copy is gone.
+    Raises OperationFailed with the reason after recording DOWNLOAD_ERROR on the copy."""
+    with runtime.session() as s:
+        ref = s.get(TemplateStoreRef, ref_id)
+        template = s.get(VMTemplate, ref.template_id) if ref is not None else None
+        if ref is None or template is None or template.removed is not None:
+            job_log.info("template copy %s no longer exists: nothing to download", ref_id)
+            return None
+        if ref.state == ObjectInStoreState.Ready.value:
+            return template
+        if ref.state != ObjectInStoreState.Creating.value:  # Creating: an earlier attempt died mid-way
+            ref.state = OBJECT_IN_STORE.next_state(ref.state, ObjectInStoreEvent.CreateOnlyRequested)
+        ref.download_state = DownloadState.DOWNLOAD_IN_PROGRESS.value
+        ref.download_pct, ref.error_text, ref.updated = 0, None, runtime.now()
+        store = s.get(ImageStore, ref.store_id)
+        driver = runtime.drivers.for_store(store)
+        key = dt.install_key(template.account_id, template.id, str(uuidlib.uuid4()), template.format)
+        s.flush()
+        s.expunge_all()  # used after the session ends, without it
+    expected = parse_checksum(template.checksum) if template.checksum else None
+    job_log.info("downloading template %s (%s) to store %s as %s", template.name, template.uuid, store.name, key)
+    try:
+        result = download_to_store(template.url, driver, key, expected=expected, algorithms=("SHA-512", "SHA-256"),
+                                   options=download_options(runtime),
+                                   progress=_PctWriter(runtime, ref_id, on_progress))
+    except (TransferError, StoreError) as exc:
+        _fail(runtime, ref_id, str(exc), job_log)
+    _update_ref(runtime, ref_id, download_pct=100)
+    try:
+        info = inspect_store_object(driver, key, template.format)
+    except ImageRejected as exc:
+        driver.delete(key)
+        _fail(runtime, ref_id, exc.reason, job_log)
+    digest = Checksum("SHA-512", result.digests["SHA-512"])
+    checksum = template.checksum or str(digest)
+    filename = key.rsplit("/", 1)[1]
+    properties = dt.template_properties(
+        filename=filename, template_id=template.id, uniquename=template.uuid, description=template.displaytext,
+        is_public=template.is_public, fmt=template.format, physical_size=info.physical_size,
+        virtual_size=info.virtual_size, checksum=checksum, requireshvm=template.requireshvm)
+    driver.put(f"{dt.install_dir(template.account_id, template.id)}/template.properties", [properties.encode()])
+    with runtime.session() as s:
+        ref = s.get(TemplateStoreRef, ref_id)
+        ref.state = OBJECT_IN_STORE.next_state(ref.state, ObjectInStoreEvent.OperationSucceeded)
+        ref.download_state, ref.download_pct = DownloadState.DOWNLOADED.value, 100
+        ref.install_path, ref.size, ref.physical_size, ref.checksum = key, info.virtual_size, info.physical_size, checksum
+        ref.updated = runtime.now()
+        template = s.get(VMTemplate, ref.template_id)
+        template.size, template.physical_size = info.virtual_size, info.physical_size
+        template.checksum_computed, template.sha256 = str(digest), result.digests["SHA-256"]
+    job_log.info("template %s (%s) is ready on store %s", template.name, template.uuid, store.name)
+    return template
+
+
+def _fail(runtime: "Runtime", ref_id: int, reason: str, job_log) -> None:
+    job_log.warning("template copy %s failed: %s", ref_id, reason)
+    _update_ref(runtime, ref_id, ObjectInStoreEvent.OperationFailed,
+                download_state=DownloadState.DOWNLOAD_ERROR.value, error_text=reason)
+    raise OperationFailed(reason)
+
+
+# ---- deletion ---------------------------------------------------------------------------------
+
+def copies_to_delete(session: Session, template: VMTemplate, zone: Zone | None) -> list[TemplateStoreRef]:
+    stmt = select(TemplateStoreRef).where(TemplateStoreRef.template_id == template.id)
+    if zone is not None:
+        stmt = stmt.where(TemplateStoreRef.zone_id == zone.id)
+    return list(session.scalars(stmt))
+
+
+def refuse_while_downloading(copies: list[TemplateStoreRef]) -> None:
+    if any(c.download_state == DownloadState.DOWNLOAD_IN_PROGRESS.value for c in copies):
+        raise InvalidParameter(DOWNLOADING_REFUSAL, "id")
+
+
+def delete(runtime: "Runtime", template_id: int, zone_id: int | None, job_log) -> None:
+    """Remove the copies (of one zone, or all) from their stores, then their rows; the template
+    itself is removed once no copy is left."""
+    with runtime.session() as s:
+        template = s.get(VMTemplate, template_id)
+        zone = s.get(Zone, zone_id) if zone_id is not None else None
+        copies = copies_to_delete(s, template, zone)
+        refuse_while_downloading(copies)
+        for c in copies:
+            c.state = OBJECT_IN_STORE.next_state(c.state, ObjectInStoreEvent.DestroyRequested)
+        targets = [(c.id, s.get(ImageStore, c.store_id)) for c in copies]
+        directory = dt.install_dir(template.account_id, template.id)
+        s.flush()
+        s.expunge_all()
+    for ref_id, store in targets:
+        removed = runtime.drivers.for_store(store).delete_prefix(directory + "/")
+        job_log.info("template %s: %d objects removed from store %s", template.uuid, removed, store.name)
+        with runtime.session() as s:
+            ref = s.get(TemplateStoreRef, ref_id)
+            if ref is not None:
+                s.delete(ref)
+    with runtime.session() as s:
+        left = s.scalar(select(TemplateStoreRef.id).where(TemplateStoreRef.template_id == template_id).limit(1))
+        if left is None:
+            t = s.get(VMTemplate, template_id)
+            t.removed, t.state = runtime.now(), "Inactive"
+            job_log.info("template %s (%s) deleted", t.name, t.uuid)
+
+
+@store_reference_check
+def _holds_template_copies(session: Session, runtime: "Runtime", store: ImageStore) -> str | None:
+    held = session.scalar(select(TemplateStoreRef.id).join(VMTemplate, VMTemplate.id == TemplateStoreRef.template_id)
+                          .where(TemplateStoreRef.store_id == store.id, VMTemplate.removed.is_(None)).limit(1))
+    return "Cannot delete image store with active templates backup!" if held is not None else None
+
+
+# ---- listing ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ListQuery:
+    is_iso: bool
+    visibility: dt.Visibility
+    account_id: int
+    is_admin: bool
+    template_uuid: str | None = None
+    name: str | None = None
+    keyword: str | None = None
+    zone_id: int | None = None
+    hypervisor: str | None = None
+    bootable: bool | None = None
+    is_public: bool | None = None
+    ready_only: bool = False
+
+
+def _visible(q: ListQuery):
+    v = q.visibility
+    if v.everything:
+        return None
+    conditions = []
+    if v.own:
+        conditions.append(VMTemplate.account_id == q.account_id)
+    if v.public == "any":
+        conditions.append(VMTemplate.is_public.is_(True))
+    elif v.public == "featured":
+        conditions.append(and_(VMTemplate.is_public.is_(True), VMTemplate.featured.is_(True)))
+    elif v.public == "community":
+        conditions.append(and_(VMTemplate.is_public.is_(True), VMTemplate.featured.is_(False)))
+    return or_(*conditions) if conditions else false()
+
+
+def zone_rows_select(q: ListQuery):
+    """(template id, zone id) pairs to list, one per template and zone, as CloudStack lists."""
+    stmt = (select(VMTemplate.id, TemplateStoreRef.zone_id)
+            .join(TemplateStoreRef, TemplateStoreRef.template_id == VMTemplate.id)
+            .where(VMTemplate.removed.is_(None), VMTemplate.is_iso.is_(q.is_iso)).distinct())
+    visible = _visible(q)
+    if visible is not None:
+        stmt = stmt.where(visible)
+    if q.visibility.ready_only or q.ready_only:
+        stmt = stmt.where(TemplateStoreRef.state == ObjectInStoreState.Ready.value)
+    if q.template_uuid:
+        stmt = stmt.where(VMTemplate.uuid == q.template_uuid)
+    if q.name:
+        stmt = stmt.where(VMTemplate.name == q.name)
+    if q.keyword:
+        stmt = stmt.where(VMTemplate.name.contains(q.keyword, autoescape=True))
+    if q.zone_id is not None:
+        stmt = stmt.where(TemplateStoreRef.zone_id == q.zone_id)
+    if q.hypervisor:
+        stmt = stmt.where(VMTemplate.hypervisor == q.hypervisor)
+    if q.bootable is not None:
+        stmt = stmt.where(VMTemplate.bootable.is_(q.bootable))
+    if q.is_public is not None:
+        stmt = stmt.where(VMTemplate.is_public.is_(q.is_public))
+    return stmt.order_by(VMTemplate.id, TemplateStoreRef.zone_id)
+
+
+def responses(session: Session, pairs: list[tuple[int, int | None]], *, is_admin: bool) -> list[dict[str, Any]]:
+    """Template responses for (template id, zone id) pairs in three queries whatever their number."""
+    if not pairs:
+        return []
+    ids = list(dict.fromkeys(t for t, _ in pairs))
+    templates = {t.id: t for t in session.scalars(select(VMTemplate).where(VMTemplate.id.in_(ids)))}
+    accounts = {a.id: a for a in session.scalars(
+        select(Account).where(Account.id.in_({t.account_id for t in templates.values()})))}
+    copies: dict[tuple[int, int | None], list] = defaultdict(list)
+    rows = session.execute(
+        select(TemplateStoreRef, ImageStore.name, ImageStore.uuid, ImageStore.role, Zone.uuid, Zone.name)
+        .join(ImageStore, ImageStore.id == TemplateStoreRef.store_id)
+        .outerjoin(Zone, Zone.id == TemplateStoreRef.zone_id)
+        .where(TemplateStoreRef.template_id.in_(ids)).order_by(TemplateStoreRef.id))
+    for row in rows:
+        copies[(row[0].template_id, row[0].zone_id)].append(row)
+    return [template_response(templates[t], accounts[templates[t].account_id], copies[(t, z)], is_admin=is_admin)
+            for t, z in pairs]
+
+
+def template_response(t: VMTemplate, account: Account, copies: list, *, is_admin: bool) -> dict[str, Any]:
+    """CloudStack's TemplateResponse for one zone of ``t``; ``copies`` are its rows in that zone
+    as (ref, store name, store uuid, store role, zone uuid, zone name)."""
+    best = dt.representative(copies, lambda c: (c[0].download_state, c[0].download_pct)) if copies else None
+    ref = best[0] if best else None
+    details = [drop_none({
+        "datastore": c[1],
+        "datastoreId": c[2] if is_admin else None,
+        "datastoreRole": c[3] if is_admin else None,
+        "downloadPercent": str(c[0].download_pct),
+        "downloadState": c[0].download_state,
+    }) for c in copies]
+    checksum = t.checksum or t.checksum_computed
+    body: dict[str, Any] = {
+        "id": t.uuid,
+        "name": t.name,
+        "displaytext": t.displaytext,
+        "ispublic": t.is_public,
+        "created": cs_date(t.created),
+        "isready": any(dt.is_ready(c[0].state) for c in copies),
+        "bootable": t.bootable,
+        "isfeatured": t.featured,
+        "isextractable": t.extractable,
+        "crossZones": t.cross_zones,
+        "ostypeid": t.ostypeid,
+        "account": account.name,
+        "accountid": account.uuid,
+        "domain": account.domain.name,
+        "domainid": account.domain.uuid,
+        "zoneid": best[4] if best else None,
+        "zonename": best[5] if best else None,
+        "status": dt.status_text(ref.download_state, ref.download_pct, ref.error_text, ref.state, is_iso=t.is_iso)
+        if ref else None,
+        "size": t.size,
+        "physicalsize": t.physical_size,
+        "checksum": checksum.split("}", 1)[1] if checksum else None,
+        "passwordenabled": t.passwordenabled,
+        "isdynamicallyscalable": t.isdynamicallyscalable,
+        "directdownload": False,
+        "downloaddetails": details,
+        "tags": [],
+    }
+    if not t.is_iso:
+        body.update({
+            "format": t.format,
+            "hypervisor": t.hypervisor,
+            "templatetype": t.template_type,
+            "bits": t.bits,
+            "sshkeyenabled": t.sshkeyenabled,
+            "requireshvm": t.requireshvm,
+            "deployasis": False,
+        })
+    return drop_none(body)
+
+
+def responses_of(session: Session, template: VMTemplate, *, is_admin: bool) -> list[dict[str, Any]]:
+    """Every zone's response of one template (registration answers, job results)."""
+    zones = session.scalars(select(TemplateStoreRef.zone_id).where(TemplateStoreRef.template_id == template.id)
+                            .distinct()).all()
+    return responses(session, [(template.id, z) for z in sorted(zones, key=lambda z: z or 0)], is_admin=is_admin)
