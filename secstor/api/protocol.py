@@ -145,6 +145,11 @@ def handle_api_call(runtime: Runtime, raw: dict[str, str], *, cookies: dict[str,
                     # CloudStack's API checker hides commands a role may not call.
                     return ApiReply(432, error_body("errorresponse", 432, UNKNOWN_COMMAND, 9999))
             params = parse_params(cmd.name, cmd.params, lowered)
+            if caller is not None and not caller.is_admin:
+                # Admin-only parameters are ignored for other roles, as CloudStack does.
+                for p in cmd.params:
+                    if p.admin_only:
+                        params.pop(p.name, None)
             ctx = CallContext(runtime, session, caller, cmd)
             result = cmd.handler(ctx, params)
             body = result_body(result)

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich import filesize
@@ -28,6 +28,31 @@ FIRST_POLL = 0.2
 MAX_POLL = 2.0
 
 
+ApiUrlOpt = Annotated[Optional[str], typer.Option("--url", envvar="SECSTOR_API_URL", help="API endpoint. Default: "
+                                                   "<public_url>/client/api from the configuration, where "
+                                                   "public_url defaults to http://<host>:<port>.")]
+ApiKeyOpt = Annotated[Optional[str], typer.Option("--apikey", envvar="SECSTOR_API_KEY",
+                                                  help="API key. Default: <home>/admin-keys.json.")]
+SecretKeyOpt = Annotated[Optional[str], typer.Option("--secretkey", envvar="SECSTOR_SECRET_KEY",
+                                                     help="Secret key. Default: <home>/admin-keys.json.")]
+
+
+def open_client(url: str | None, apikey: str | None, secretkey: str | None, home, config) -> ApiClient:
+    """A signed client from the options; exits 1 with the reason when the configuration or the
+    keys cannot be read."""
+    try:
+        cfg = build_config(home, config, None)
+    except (OSError, ValueError) as exc:  # an unreadable or invalid configuration file
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        creds = resolve_credentials(apikey, secretkey, cfg.home / "admin-keys.json")
+    except ClientError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return ApiClient(url or default_api_url(cfg.resolved_public_url), creds)
+
+
 class Output(str, Enum):
     table = "table"
     json = "json"
@@ -36,13 +61,9 @@ class Output(str, Enum):
 def api(
     ctx: typer.Context,
     command: Annotated[str, typer.Argument(help="API command name, e.g. listImageStores.", show_default=False)],
-    url: Annotated[Optional[str], typer.Option("--url", envvar="SECSTOR_API_URL", help="API endpoint. Default: "
-                                               "<public_url>/client/api from the configuration, where "
-                                               "public_url defaults to http://<host>:<port>.")] = None,
-    apikey: Annotated[Optional[str], typer.Option("--apikey", envvar="SECSTOR_API_KEY",
-                                                  help="API key. Default: <home>/admin-keys.json.")] = None,
-    secretkey: Annotated[Optional[str], typer.Option("--secretkey", envvar="SECSTOR_SECRET_KEY",
-                                                     help="Secret key. Default: <home>/admin-keys.json.")] = None,
+    url: ApiUrlOpt = None,
+    apikey: ApiKeyOpt = None,
+    secretkey: SecretKeyOpt = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="table, or json (the raw response body).")]
     = Output.table,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="For async commands: print the job id and "
@@ -80,23 +101,12 @@ def api(
     """
     params = parse_pairs(ctx.args)
     try:
-        cfg = build_config(home, config, None)
-    except (OSError, ValueError) as exc:  # an unreadable or invalid configuration file
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    try:
-        creds = resolve_credentials(apikey, secretkey, cfg.home / "admin-keys.json")
-        with ApiClient(url or default_api_url(cfg.resolved_public_url), creds) as client:
+        with open_client(url, apikey, secretkey, home, config) as client:
             body = client.call(command, params)
             reply = unwrap(body)
             if is_job_submission(reply) and not no_wait:
-                body = wait_for_job(client, command, str(reply["jobid"]), job_timeout)
-                job = unwrap(body)
-                if job.get("jobstatus") != 1:  # 2 failed, 3 cancelled
-                    result = job.get("jobresult") or {}
-                    raise ApiError(200, int(result.get("errorcode", job.get("jobresultcode", 530))),
-                                   str(result.get("errortext", "job failed")), body)
-                reply = job.get("jobresult", {})
+                body = finished_job(client, command, str(reply["jobid"]), job_timeout)
+                reply = unwrap(body).get("jobresult", {})
     except ApiError as exc:
         typer.echo(f"Error {exc.errorcode}: {exc.errortext}", err=True)
         raise typer.Exit(1) from None
@@ -174,30 +184,52 @@ def _progress_detail(done: float, total: float, unit: str) -> str:
 
 def wait_for_job(client: ApiClient, command: str, jobid: str, timeout: float) -> dict[str, Any]:
     """Poll queryAsyncJobResult until the job ends; return that final raw body."""
+
+    def poll() -> tuple[dict[str, Any] | None, tuple[float, float, str] | None]:
+        body = client.call("queryAsyncJobResult", {"jobid": jobid})
+        job = unwrap(body)
+        return (body if job.get("jobstatus", 0) != 0 else None), job_progress(job)
+
+    return poll_with_progress(f"{command} job {jobid}", poll, timeout, what=f"job {jobid}",
+                              see=f"secstor api queryAsyncJobResult jobid={jobid}")
+
+
+def finished_job(client: ApiClient, command: str, jobid: str, timeout: float) -> dict[str, Any]:
+    """Wait for a job; its final raw body if it succeeded, else ApiError with its error."""
+    body = wait_for_job(client, command, jobid, timeout)
+    job = unwrap(body)
+    if job.get("jobstatus") != 1:  # 2 failed, 3 cancelled
+        result = job.get("jobresult") or {}
+        raise ApiError(200, int(result.get("errorcode", job.get("jobresultcode", 530))),
+                       str(result.get("errortext", "job failed")), body)
+    return body
+
+
+def poll_with_progress(description: str, poll: Callable[[], tuple[Any, tuple[float, float, str] | None]],
+                       timeout: float, *, what: str, see: str) -> Any:
+    """Call ``poll`` (-> (final result or None, (done, total, unit) or None)) with a growing
+    interval and a progress bar on stderr until it returns a result. When the user stops
+    waiting (timeout, Ctrl-C) they are told ``what`` goes on and the command to ``see`` it."""
     deadline = time.monotonic() + timeout if timeout > 0 else None
     interval = FIRST_POLL
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"{command} job {jobid}", total=None, detail="")
+            task = bar.add_task(description, total=None, detail="")
             while True:
-                body = client.call("queryAsyncJobResult", {"jobid": jobid})
-                job = unwrap(body)
-                if job.get("jobstatus", 0) != 0:
-                    return body
-                progress = job_progress(job)
+                result, progress = poll()
+                if result is not None:
+                    return result
                 if progress:
                     done, total, unit = progress
                     bar.update(task, completed=done, total=total, detail=_progress_detail(done, total, unit))
                 if deadline is not None and time.monotonic() > deadline:
-                    raise ClientError(f"job {jobid} still running after {timeout:g} s; it goes on, see "
-                                      f"`secstor api queryAsyncJobResult jobid={jobid}`")
+                    raise ClientError(f"{what} still running after {timeout:g} s; it goes on, see `{see}`")
                 time.sleep(interval)
                 interval = min(interval * 1.5, MAX_POLL)
     except KeyboardInterrupt:
-        typer.echo(f"Stopped waiting; job {jobid} goes on. See: secstor api queryAsyncJobResult "
-                   f"jobid={jobid}", err=True)
+        typer.echo(f"Stopped waiting; {what} goes on. See: {see}", err=True)
         raise typer.Exit(130) from None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from secstor.cli import api_cmd, db_cmd, health_cmd, serve_cmd, worker_cmd
+from secstor.cli import api_cmd, db_cmd, health_cmd, serve_cmd, template_cmd, worker_cmd
 
 app = typer.Typer(
     help="secstor: secondary storage for IaaS clouds, speaking the CloudStack API.",
@@ -16,6 +16,7 @@ app.command("worker")(worker_cmd.worker)
 app.command("health")(health_cmd.health)
 app.command("api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(api_cmd.api)
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(template_cmd.app, name="template")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

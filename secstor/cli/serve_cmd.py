@@ -31,6 +31,7 @@ def serve(
     import uvicorn
 
     from secstor.api.app import create_app
+    from secstor.api.transfer_routes import transfer_routes
     from secstor.jobs.handlers import load_handler_modules
     from secstor.jobs.worker import embedded_workers
     from secstor.services.bootstrap import bootstrap, open_runtime
@@ -46,7 +47,8 @@ def serve(
         typer.echo(json.dumps(result.admin_keys, indent=2))
     load_handler_modules()  # also before serving: extra modules may register API commands
     background = BackgroundServices(runtime, workers=embedded_workers(runtime, cfg.embedded_workers))
-    app = create_app(runtime, ready=background.ready, on_startup=background.start, on_shutdown=background.stop)
+    app = create_app(runtime, ready=background.ready, on_startup=background.start, on_shutdown=background.stop,
+                     extra_routes=transfer_routes())
     log.info("secstor listening on http://%s:%s (home %s)", cfg.host, cfg.port, cfg.home)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(), access_log=False)
     runtime.close()

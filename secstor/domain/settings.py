@@ -161,6 +161,11 @@ for _s in [
             minimum=60, extension=True),
     Setting("max.template.iso.size", "50", "Integer", "Advanced",
             "Largest template or ISO, in GiB, that may be downloaded or uploaded.", minimum=1),
+    Setting("upload.operation.timeout", "60", "Integer", "Advanced",
+            "Minutes the postURL of getUploadParamsForTemplate/getUploadParamsForIso accepts the upload; an "
+            "upload not started by then is refused.", minimum=0),
+    Setting("extract.url.expiration.interval", "14400", "Integer", "Advanced",
+            "Seconds an extractTemplate/extractIso URL stays valid.", minimum=0),
     Setting("secstorage.download.connect.timeout", "30", "Integer", "Advanced",
             "Seconds a template download may take to connect to its server.", minimum=1, extension=True),
     Setting("secstorage.download.read.timeout", "60", "Integer", "Advanced",
@@ -170,6 +175,17 @@ for _s in [
             extension=True),
     Setting("secstorage.download.max.retries", "5", "Integer", "Advanced",
             "Reconnections a template download may make before it ends in DOWNLOAD_ERROR.", minimum=0,
+            extension=True),
+    Setting("secstorage.template.sync.interval", "300", "Integer", "Storage",
+            "Seconds between checks that every eligible image store holds the public, featured and system "
+            "templates of its zone (a store added or made writable again receives them).", minimum=5,
+            extension=True),
+    Setting("secstorage.stale.write.cleanup.interval", "3600", "Integer", "Storage",
+            "Seconds between clean-ups of unfinished writes (temporary files, S3 multipart uploads) left "
+            "on the image stores by workers that died mid-transfer.", minimum=60, extension=True),
+    Setting("secstorage.stale.write.age", "86400", "Integer", "Storage",
+            "Seconds after which an unfinished write counts as abandoned and is removed by the clean-up. "
+            "Must exceed the longest transfer (an S3 multipart upload counts from its start).", minimum=600,
             extension=True),
 ]:
     register(_s)

@@ -21,28 +21,33 @@ FILTERS = ("featured", "self", "selfexecutable", "shared", "sharedexecutable", "
 class Visibility:
     """Which templates a templatefilter/isofilter shows to a caller.
 
-    ``public``: None (no public template of others), "featured", "community" (public, not
-    featured) or "any". ``ready_only``: CloudStack lists only templates with a Ready copy for
-    these filters.
+    ``own``: the caller's own. ``shared``: others' templates shared with the caller through a
+    launch permission. ``public``: None (no public template of others), "featured",
+    "community" (public, not featured) or "any". ``ready_only``: CloudStack lists only
+    templates with a Ready copy for these filters. SYSTEM templates are never featured nor
+    community templates (Marvin checks that), and only admins see them at all.
     """
 
     own: bool
     public: str | None
     ready_only: bool
+    shared: bool = False
     everything: bool = False
 
+    @property
+    def system_listed(self) -> bool:
+        return self.public not in ("featured", "community")
 
-# Sharing through launch permissions (shared, sharedexecutable) has no table yet: those
-# filters show what sharing would add to, i.e. nothing and the caller's own templates.
+
 _VISIBILITY = {
     "featured": Visibility(own=False, public="featured", ready_only=True),
     "self": Visibility(own=True, public=None, ready_only=False),
     "selfexecutable": Visibility(own=True, public=None, ready_only=True),
-    "shared": Visibility(own=False, public=None, ready_only=False),
-    "sharedexecutable": Visibility(own=True, public=None, ready_only=True),
-    "executable": Visibility(own=True, public="any", ready_only=False),
+    "shared": Visibility(own=False, public=None, ready_only=False, shared=True),
+    "sharedexecutable": Visibility(own=True, public=None, ready_only=True, shared=True),
+    "executable": Visibility(own=True, public="any", ready_only=False, shared=True),
     "community": Visibility(own=False, public="community", ready_only=True),
-    "all": Visibility(own=True, public="any", ready_only=False, everything=True),
+    "all": Visibility(own=True, public="any", ready_only=False, shared=True, everything=True),
 }
 
 
@@ -61,11 +66,17 @@ def status_text(download_state: str, pct: int, error_text: str | None, state: st
     """CloudStack's ``status`` of one copy (TemplateJoinDaoImpl)."""
     if download_state == DownloadState.DOWNLOADED.value:
         return "Successfully Installed" if is_iso else "Download Complete"
-    if download_state == DownloadState.DOWNLOAD_IN_PROGRESS.value:
-        if pct >= 100:
-            return "Installing ISO" if is_iso else "Installing Template"
+    if download_state == DownloadState.DOWNLOAD_IN_PROGRESS.value and pct < 100:
         return f"{pct}% Downloaded"
-    return error_text or state
+    if download_state in (DownloadState.DOWNLOAD_IN_PROGRESS.value, DownloadState.UPLOADED.value):
+        return "Installing ISO" if is_iso else "Installing Template"
+    return error_text or _UPLOAD_STATUS.get(download_state, state)
+
+
+# An uploaded copy's status names the template's upload state, as CloudStack's does.
+_UPLOAD_STATUS = {DownloadState.NOT_UPLOADED.value: "NotUploaded",
+                  DownloadState.UPLOAD_IN_PROGRESS.value: "UploadInProgress",
+                  DownloadState.UPLOAD_ERROR.value: "UploadError"}
 
 
 def _rank(download_state: str, pct: int) -> tuple[int, int]:
@@ -85,6 +96,11 @@ def representative(copies: Sequence[R], key) -> R:
 
 def is_ready(state: str) -> bool:
     return state == ObjectInStoreState.Ready.value
+
+
+def replicated(*, is_public: bool, featured: bool, template_type: str) -> bool:
+    """Whether every eligible store of a zone holds the template (else one store does)."""
+    return is_public or featured or template_type in REPLICATED_TYPES
 
 
 S = TypeVar("S", bound=StoreFields)

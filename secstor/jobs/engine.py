@@ -16,7 +16,7 @@ Functions take the time as ``now`` so that tests can drive leases and back-off w
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -100,11 +100,13 @@ def _error_json(errorcode: int, errortext: str) -> str:
 
 
 def claim(session_factory: sessionmaker[Session], worker_id: str, queues: Collection[str], lease_seconds: float,
-          now: datetime, *, handlers: Collection[str] | None = None) -> AsyncJob | None:
+          now: datetime, *, handlers: Collection[str] | None = None,
+          on_gave_up: Callable[[int, str], None] | None = None) -> AsyncJob | None:
     """Take the oldest claimable job of ``queues`` (whose handler is in ``handlers``, when
     given, so a worker never takes a job it cannot run). Returns the claimed job or None.
 
-    A job taken over from a dead worker that has used up its attempts is failed instead."""
+    A job taken over from a dead worker that has used up its attempts is failed instead, and
+    ``on_gave_up(job id, errortext)`` is called once that failure is committed."""
     if not queues:
         return None
     sqlite = is_sqlite(session_factory.kw["bind"])
@@ -133,14 +135,15 @@ def claim(session_factory: sessionmaker[Session], worker_id: str, queues: Collec
             cas = update(AsyncJob).where(AsyncJob.id == row.id, AsyncJob.attempts == row.attempts, _claimable(now))
             taking_over = row.state == JobState.running.value
             if taking_over and row.attempts >= row.max_attempts:
-                s.execute(cas.values(
+                reason = (f"Job failed after {row.attempts} attempts: the worker running it died "
+                          f"(last worker {row.lease_owner}, lease expired) and no attempts are left")
+                gave_up = s.execute(cas.values(
                     **_state_values(row.state, JobEvent.Failed), result_code=FAILED_RESULT_CODE,
-                    result_json=_error_json(FAILED_RESULT_CODE,
-                                            f"Job failed after {row.attempts} attempts: the worker running it died "
-                                            f"(last worker {row.lease_owner}, lease expired) and no attempts are "
-                                            f"left"),
-                    lease_expires=None, completed=now))
+                    result_json=_error_json(FAILED_RESULT_CODE, reason),
+                    lease_expires=None, completed=now)).rowcount == 1
                 s.commit()
+                if gave_up and on_gave_up is not None:
+                    on_gave_up(row.id, reason)
                 continue
             values = dict(_state_values(row.state, JobEvent.Claimed), attempts=row.attempts + 1, lease_owner=worker_id,
                           lease_expires=now + timedelta(seconds=lease_seconds), heartbeat_at=now, not_before=None,

@@ -13,6 +13,11 @@ How a handler ends decides the job's fate:
 - raises a SecstorError: failed, ``{"errorcode": e.errorcode, "errortext": e.message}``;
 - raises RetryableJobError: back to the queue after a back-off, until ``max_attempts``;
 - raises anything else: failed, 530 "Internal error executing job" (traceback in the log).
+
+A handler whose work leaves a visible state behind (a template copy "downloading") registers
+``@on_job_failed("name")``: it is called once the job has failed for good, however that came
+about (the handler raised, its attempts ran out, or its worker died on the last attempt), so
+that state can follow the job instead of staying "in progress" forever.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("secstor.jobs")
 
 # Modules whose import registers the built-in job handlers.
-HANDLER_MODULES: list[str] = ["secstor.jobs.template_jobs"]
+HANDLER_MODULES: list[str] = ["secstor.jobs.template_jobs", "secstor.jobs.template_copy_jobs"]
 EXTRA_MODULES_ENV = "SECSTOR_EXTRA_JOB_MODULES"
 
 # Progress is written at most this often; checkpoints are written at once (they must be durable).
@@ -49,6 +54,9 @@ CANCEL_CHECK_SECONDS = 1.0
 
 HandlerFn = Callable[["JobContext", dict[str, Any]], "Result"]
 HANDLERS: dict[str, HandlerFn] = {}
+# (runtime, job id, params, errortext) -> None
+FailureHook = Callable[["Runtime", int, dict[str, Any], str], None]
+FAILURE_HOOKS: dict[str, FailureHook] = {}
 
 
 class RetryableJobError(Exception):
@@ -81,6 +89,30 @@ def job_handler(name: str) -> Callable[[HandlerFn], HandlerFn]:
         return fn
 
     return wrap
+
+
+def on_job_failed(name: str) -> Callable[[FailureHook], FailureHook]:
+    """Register ``fn`` to run when a job of handler ``name`` has failed for good (decorator)."""
+
+    def wrap(fn: FailureHook) -> FailureHook:
+        if name in FAILURE_HOOKS:
+            raise ValueError(f"failure hook of job handler {name} registered twice")
+        FAILURE_HOOKS[name] = fn
+        return fn
+
+    return wrap
+
+
+def run_failure_hook(runtime: "Runtime", job_id: int, handler: str, params_json: str, errortext: str) -> None:
+    """Run the failure hook of ``handler``, if it has one. Never raises: the job's outcome is
+    already recorded, and a hook that fails is logged, not allowed to kill the worker."""
+    hook = FAILURE_HOOKS.get(handler)
+    if hook is None:
+        return
+    try:
+        hook(runtime, job_id, json.loads(params_json), errortext)
+    except Exception:
+        log.exception("failure hook of job %s (handler %s) failed", job_id, handler)
 
 
 def load_handler_modules() -> dict[str, HandlerFn]:

@@ -33,7 +33,7 @@ from secstor.db.models import AsyncJob, WorkerHeartbeat
 from secstor.domain.errors import SecstorError
 from secstor.jobs import engine
 from secstor.jobs.handlers import (
-    HANDLERS, JobCancelled, JobContext, LeaseLost, RetryableJobError, load_handler_modules,
+    HANDLERS, JobCancelled, JobContext, LeaseLost, RetryableJobError, load_handler_modules, run_failure_hook,
 )
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class Worker:
                 free = self._free_queues()
                 if free and HANDLERS:
                     job = engine.claim(self.runtime.session_factory, self.worker_id, free, self.lease_seconds(),
-                                       self.runtime.now(), handlers=list(HANDLERS))
+                                       self.runtime.now(), handlers=list(HANDLERS), on_gave_up=self._gave_up)
             except Exception:
                 log.exception("worker %s: claiming a job failed; will retry", self.worker_id)
             if job is not None:
@@ -177,6 +177,14 @@ class Worker:
             self._jobs[job.id] = (ctx, job.queue, t)
         t.start()
 
+    def _gave_up(self, job_id: int, reason: str) -> None:
+        """A dead worker's job ran out of attempts: let its handler's state follow it."""
+        log.warning("worker %s: job %s failed: %s", self.worker_id, job_id, reason)
+        with self.runtime.session_factory() as s:
+            job = s.get(AsyncJob, job_id)
+            handler, params_json = job.handler, job.params_json
+        run_failure_hook(self.runtime, job_id, handler, params_json, reason)
+
     # ---- running ---------------------------------------------------------------------------
     def _run(self, job: AsyncJob, ctx: JobContext) -> None:
         sf, lease = self.runtime.session_factory, ctx.lease
@@ -185,6 +193,7 @@ class Worker:
         if job.attempts > 1 and job.last_error:
             log.info("job %s: resuming after: %s", job.uuid, job.last_error)
         outcome, written = "", False
+        failure: str | None = None  # the errortext of a job that failed for good
         try:
             try:
                 result = HANDLERS[job.handler](ctx, json.loads(job.params_json))
@@ -197,8 +206,8 @@ class Worker:
             except RetryableJobError as exc:
                 if job.attempts >= job.max_attempts:
                     outcome = f"failed: {exc.message} (no attempts left)"
-                    written = engine.fail(sf, lease, engine.FAILED_RESULT_CODE,
-                                          f"{exc.message} (gave up after {job.attempts} attempts)", self.runtime.now(),
+                    failure = f"{exc.message} (gave up after {job.attempts} attempts)"
+                    written = engine.fail(sf, lease, engine.FAILED_RESULT_CODE, failure, self.runtime.now(),
                                           **(ctx.pending_progress() or {}))
                 else:
                     delay = exc.delay if exc.delay is not None else engine.backoff_seconds(job.attempts)
@@ -206,17 +215,19 @@ class Worker:
                     written = engine.requeue(sf, lease, delay, exc.message, self.runtime.now(),
                                              **(ctx.pending_progress() or {}))
             except SecstorError as exc:
-                outcome = f"failed: {exc.errorcode} {exc.message}"
+                outcome, failure = f"failed: {exc.errorcode} {exc.message}", exc.message
                 written = engine.fail(sf, lease, exc.errorcode, exc.message, self.runtime.now(),
                                       **(ctx.pending_progress() or {}))
             except Exception:
                 log.exception("job %s (%s) crashed in its handler", job.uuid, job.cmd)
-                outcome = "failed: internal error"
+                outcome, failure = "failed: internal error", engine.INTERNAL_ERROR
                 written = engine.fail(sf, lease, engine.FAILED_RESULT_CODE, engine.INTERNAL_ERROR, self.runtime.now(),
                                       **(ctx.pending_progress() or {}))
             else:
                 outcome = "succeeded"
                 written = engine.complete(sf, lease, body, self.runtime.now(), **(ctx.pending_progress() or {}))
+            if written and failure is not None:
+                run_failure_hook(self.runtime, job.id, job.handler, job.params_json, failure)
             if written:
                 log.info("worker %s: job %s (%s) %s", self.worker_id, job.uuid, job.cmd, outcome)
             else:

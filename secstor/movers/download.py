@@ -154,14 +154,22 @@ class Download:
     def __iter__(self) -> Iterator[bytes]:
         self.start()
         size = self.options.chunk_size
-        buffer = bytearray()
+        # Network pieces (views, not copies) are gathered until they fill a chunk, which is then
+        # built with one join: every byte is copied once, where slicing a bytearray copied it 3 times.
+        pending: list[memoryview] = []
+        held = 0
         for piece in self._pieces():
-            buffer += piece
-            while len(buffer) >= size:
-                yield bytes(buffer[:size])
-                del buffer[:size]
-        if buffer:
-            yield bytes(buffer)
+            view = memoryview(piece)
+            while held + len(view) >= size:
+                take = size - held
+                pending.append(view[:take])
+                yield b"".join(pending)
+                pending, held, view = [], 0, view[take:]
+            if view:
+                pending.append(view)
+                held += len(view)
+        if pending:
+            yield b"".join(pending)
 
     def close(self) -> None:
         self._close_attempt()

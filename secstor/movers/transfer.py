@@ -6,14 +6,21 @@ download; the writer's atomic commit is what makes "nothing unverified is visibl
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from secstor.stores.base import Capability, ObjectInfo, ObjectNotFound, StoreDriver
 
-from .checksums import Checksum, MultiHasher
+from .checksums import Checksum, MultiHasher, canonical_algorithm
 
 Progress = Callable[[int], None]
+
+# Chunks a hashing thread may lag behind the writer: enough to smooth bursts, few enough that
+# fifty concurrent transfers still hold only a few MiB each.
+HASH_QUEUE_CHUNKS = 2
+_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,56 @@ class SizeLimitExceeded(TransferError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"object is larger than the limit of {limit} bytes")
+
+
+class ParallelHasher:
+    """MultiHasher with one thread per algorithm, fed the chunks the caller then writes.
+
+    hashlib releases the GIL while it hashes, so receiving, writing and each digest run on
+    different cores at once, as ``curl | tee file | sha256sum`` does; hashing inline in one
+    thread made a download slower than that pipeline.  Use as a context manager: leaving it
+    (also by an exception) stops the threads.
+    """
+
+    def __init__(self, algorithms: Iterable[str]) -> None:
+        self._hashers = [MultiHasher([a]) for a in dict.fromkeys(canonical_algorithm(a) for a in algorithms)]
+        self._queues: list[queue.Queue] = [queue.Queue(HASH_QUEUE_CHUNKS) for _ in self._hashers]
+        self._threads = [threading.Thread(target=self._run, args=(h, q), name="hasher", daemon=True)
+                         for h, q in zip(self._hashers, self._queues)]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _run(hasher: MultiHasher, chunks: queue.Queue) -> None:
+        while (chunk := chunks.get()) is not _DONE:
+            hasher.update(chunk)
+
+    def update(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a caller may reuse a bytearray once we return; hash what it is now
+        for q in self._queues:
+            q.put(data)
+
+    def _stop(self) -> None:
+        for q in self._queues:
+            q.put(_DONE)
+        for t in self._threads:
+            t.join()
+        self._queues = []
+
+    def hexdigests(self) -> dict[str, str]:
+        self._stop()
+        digests: dict[str, str] = {}
+        for h in self._hashers:
+            digests.update(h.hexdigests())
+        return digests
+
+    def __enter__(self) -> ParallelHasher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._queues:
+            self._stop()
 
 
 def _algorithms(algorithms: Iterable[str], expected: Checksum | None) -> list[str]:
@@ -68,9 +125,8 @@ def write_verified(
     """
     if max_bytes is not None and size_hint is not None and size_hint > max_bytes:
         raise SizeLimitExceeded(max_bytes)
-    hasher = MultiHasher(_algorithms(algorithms, expected))
     size = 0
-    with driver.open_writer(key, size_hint) as writer:
+    with driver.open_writer(key, size_hint) as writer, ParallelHasher(_algorithms(algorithms, expected)) as hasher:
         for chunk in chunks:
             if not chunk:
                 continue
@@ -90,14 +146,14 @@ def write_verified(
 def _hash_object(
     driver: StoreDriver, key: str, algorithms: Iterable[str], progress: Progress | None = None
 ) -> tuple[int, dict[str, str]]:
-    hasher = MultiHasher(algorithms)
     size = 0
-    for chunk in driver.open_reader(key):
-        hasher.update(chunk)
-        size += len(chunk)
-        if progress is not None:
-            progress(size)
-    return size, hasher.hexdigests()
+    with ParallelHasher(algorithms) as hasher:
+        for chunk in driver.open_reader(key):
+            hasher.update(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress(size)
+        return size, hasher.hexdigests()
 
 
 def _same_store(a: StoreDriver, b: StoreDriver) -> bool:

@@ -6,6 +6,8 @@ The Fernet key lives in a file outside the database (``<home>/secret.key`` by de
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -16,6 +18,12 @@ from cryptography.fernet import Fernet, InvalidToken
 class SecretBox:
     def __init__(self, key: bytes):
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for one purpose (signing transfer URLs ...), derived from the key file so no
+        second secret has to be shared between processes; it reveals nothing of the file's key."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
     @classmethod
     def from_file(cls, path: Path, *, create: bool) -> "SecretBox":

@@ -191,6 +191,17 @@ def _flush_new_name(session: Session, name: str) -> None:
                                "name") from None
 
 
+# Work a new store triggers in the transaction that adds it (copies of the zone's public
+# templates ...). Later features register hooks with ``@on_store_added``.
+StoreAddedHook = Callable[[Session, "Runtime", ImageStore], None]
+STORE_ADDED_HOOKS: list[StoreAddedHook] = []
+
+
+def on_store_added(hook: StoreAddedHook) -> StoreAddedHook:
+    STORE_ADDED_HOOKS.append(hook)
+    return hook
+
+
 def add_image_store(session: Session, runtime: "Runtime", *, provider: str, url: str | None, name: str | None,
                     zone: Zone | None, details: dict[str, str] | None = None) -> ImageStore:
     """Validate, probe, then save a new store with its first capacity measurement."""
@@ -219,6 +230,8 @@ def add_image_store(session: Session, runtime: "Runtime", *, provider: str, url:
     record_measurement(session, runtime, store.id, measured)
     log.info("image store %s (%s) added: provider %s, url %s, scope %s", store.name, store.uuid, provider, url,
              store.scope)
+    for hook in STORE_ADDED_HOOKS:
+        hook(session, runtime, store)
     return store
 
 

@@ -1,3 +1,4 @@
 """Imports the modules that register periodic tasks (see secstor.services.background)."""
 
 import secstor.services.capacity  # noqa: F401  (capacity scans of image stores)
+import secstor.services.template_sync  # noqa: F401  (template copies on new stores, stale-write clean-up)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid as uuidlib
@@ -13,7 +14,7 @@ from sqlalchemy import and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from secstor.api.format import cs_date, drop_none
-from secstor.db.models import Account, ImageStore, TemplateStoreRef, VMTemplate, Zone
+from secstor.db.models import Account, ImageStore, LaunchPermission, TemplateStoreRef, VMTemplate, Zone
 from secstor.domain import templates as dt
 from secstor.domain.errors import InvalidParameter, OperationFailed
 from secstor.domain.states import OBJECT_IN_STORE, DownloadState, ObjectInStoreEvent, ObjectInStoreState
@@ -21,12 +22,14 @@ from secstor.domain.urlsafety import ALLOWANCE_SETTING, UnsafeUrl, check_url
 from secstor.movers.checksums import Checksum, UnknownChecksumAlgorithm, parse_checksum
 from secstor.movers.download import DownloadOptions, download_to_store
 from secstor.movers.inspect import ImageRejected, inspect_store_object
-from secstor.movers.transfer import TransferError
+from secstor.movers.transfer import TransferError, TransferResult
 from secstor.services.image_stores import store_reference_check
 from secstor.stores.base import StoreError
 
 if TYPE_CHECKING:
     from secstor.runtime import Runtime
+    from secstor.stores.base import StoreDriver
+    from secstor.stores.base import StoreDriver
 
 log = logging.getLogger("secstor.templates")
 
@@ -57,7 +60,7 @@ class NewTemplate:
     name: str
     displaytext: str | None
     format: str
-    url: str
+    url: str | None  # None: uploaded through getUploadParamsFor*
     is_iso: bool
     account_id: int
     hypervisor: str | None = None
@@ -109,32 +112,42 @@ def _placement(session: Session, runtime: "Runtime", zones: list[Zone], replicat
     return placed
 
 
-def register(session: Session, runtime: "Runtime", spec: NewTemplate, zone_ids: list[str],
-             submit_job: Callable[..., Any]) -> VMTemplate:
-    """Create the template, one copy per chosen store and one download job per copy."""
+def create_with_copies(session: Session, runtime: "Runtime", spec: NewTemplate, zone_ids: list[str], *,
+                       download_state: DownloadState, single_store: bool = False
+                       ) -> tuple[VMTemplate, list[TemplateStoreRef]]:
+    """Create the template and one copy row per store placement chooses; ``single_store``: one
+    store per zone whatever the template's kind (an upload lands on one store)."""
     what = "ISO" if spec.is_iso else "template"
-    try:
-        check_url(spec.url)
-    except UnsafeUrl as exc:
-        raise InvalidParameter(f"Invalid url {spec.url}: {exc}", "url") from None
     zones, cross_zones = _zones(session, zone_ids)
-    replicate = spec.is_public or spec.featured or spec.template_type in dt.REPLICATED_TYPES
+    replicate = not single_store and dt.replicated(is_public=spec.is_public, featured=spec.featured,
+                                                   template_type=spec.template_type)
     placed = _placement(session, runtime, zones, replicate, what, spec.name, cross_zones)
     template = VMTemplate(**vars(spec), cross_zones=cross_zones, created=runtime.now())
     session.add(template)
     session.flush()
-    for zone, store in placed:
-        ref = TemplateStoreRef(template_id=template.id, store_id=store.id, zone_id=zone.id,
-                               state=ObjectInStoreState.Allocated.value,
-                               download_state=DownloadState.NOT_DOWNLOADED.value, download_pct=0,
-                               created=runtime.now())
-        session.add(ref)
-        session.flush()
+    refs = [TemplateStoreRef(template_id=template.id, store_id=store.id, zone_id=zone.id,
+                             state=ObjectInStoreState.Allocated.value, download_state=download_state.value,
+                             download_pct=0, created=runtime.now())
+            for zone, store in placed]
+    session.add_all(refs)
+    session.flush()
+    return template, refs
+
+
+def register(session: Session, runtime: "Runtime", spec: NewTemplate, zone_ids: list[str],
+             submit_job: Callable[..., Any]) -> VMTemplate:
+    """Create the template, one copy per chosen store and one download job per copy."""
+    try:
+        check_url(spec.url)
+    except UnsafeUrl as exc:
+        raise InvalidParameter(f"Invalid url {spec.url}: {exc}", "url") from None
+    template, refs = create_with_copies(session, runtime, spec, zone_ids, download_state=DownloadState.NOT_DOWNLOADED)
+    for ref in refs:
         job = submit_job(DOWNLOAD_HANDLER, {"ref_id": ref.id}, instance_type="Template", instance_id=template.uuid)
         session.flush()
         ref.job_id = job.id
-    log.info("%s %s (%s) registered from %s: %d copies to download", what, template.name, template.uuid,
-             spec.url, len(placed))
+    log.info("%s %s (%s) registered from %s: %d copies to download", "ISO" if spec.is_iso else "template",
+             template.name, template.uuid, spec.url, len(refs))
     return template
 
 
@@ -181,9 +194,16 @@ class _PctWriter:
             self.on_progress(pct)
 
 
-def download_copy(runtime: "Runtime", ref_id: int, on_progress: Callable[[int], None], job_log) -> VMTemplate | None:
+# (driver, key, expected checksum, algorithms, progress(done, total)) -> the verified write's result
+Fetch = Callable[["StoreDriver", str, "Checksum | None", tuple[str, ...], Callable[[int, "int | None"], None]],
+                 TransferResult]
+
+
+def download_copy(runtime: "Runtime", ref_id: int, on_progress: Callable[[int], None], job_log, *,
+                  fetch: Fetch | None = None) -> VMTemplate | None:
     """Download, verify and inspect one copy; the template, or None if the copy is gone.
-    Raises OperationFailed with the reason after recording DOWNLOAD_ERROR on the copy."""
+    Raises OperationFailed with the reason after recording DOWNLOAD_ERROR on the copy.
+    ``fetch`` writes the bytes from elsewhere than the template's URL (a seeded local file)."""
     with runtime.session() as s:
         ref = s.get(TemplateStoreRef, ref_id)
         template = s.get(VMTemplate, ref.template_id) if ref is not None else None
@@ -192,7 +212,8 @@ def download_copy(runtime: "Runtime", ref_id: int, on_progress: Callable[[int], 
             return None
         if ref.state == ObjectInStoreState.Ready.value:
             return template
-        if ref.state != ObjectInStoreState.Creating.value:  # Creating: an earlier attempt died mid-way
+        retried = ref.state == ObjectInStoreState.Creating.value  # an earlier attempt died mid-way
+        if not retried:
             ref.state = OBJECT_IN_STORE.next_state(ref.state, ObjectInStoreEvent.CreateOnlyRequested)
         ref.download_state = DownloadState.DOWNLOAD_IN_PROGRESS.value
         ref.download_pct, ref.error_text, ref.updated = 0, None, runtime.now()
@@ -202,20 +223,41 @@ def download_copy(runtime: "Runtime", ref_id: int, on_progress: Callable[[int], 
         s.flush()
         s.expunge_all()  # used after the session ends, without it
     expected = parse_checksum(template.checksum) if template.checksum else None
+    if retried:
+        # The dead attempt may have published its image (and died before recording it) under
+        # a name this attempt will not use: start from an empty directory. Its unpublished
+        # temporary file is removed by the stale-write clean-up (secstor.services.template_sync).
+        removed = driver.delete_prefix(dt.install_dir(template.account_id, template.id) + "/")
+        if removed:
+            job_log.info("template %s (%s): %d objects of an earlier attempt removed from store %s", template.name,
+                         template.uuid, removed, store.name)
     job_log.info("downloading template %s (%s) to store %s as %s", template.name, template.uuid, store.name, key)
     try:
-        result = download_to_store(template.url, driver, key, expected=expected, algorithms=("SHA-512", "SHA-256"),
-                                   options=download_options(runtime),
-                                   progress=_PctWriter(runtime, ref_id, on_progress))
+        if fetch is not None:
+            result = fetch(driver, key, expected, ("SHA-512", "SHA-256"), _PctWriter(runtime, ref_id, on_progress))
+        else:
+            result = download_to_store(template.url, driver, key, expected=expected,
+                                       algorithms=("SHA-512", "SHA-256"), options=download_options(runtime),
+                                       progress=_PctWriter(runtime, ref_id, on_progress))
     except (TransferError, StoreError) as exc:
         _fail(runtime, ref_id, str(exc), job_log)
     _update_ref(runtime, ref_id, download_pct=100)
+    return finish_copy(runtime, ref_id, template, store, driver, key, result.digests, job_log)
+
+
+def finish_copy(runtime: "Runtime", ref_id: int, template: VMTemplate, store: ImageStore, driver: "StoreDriver",
+                key: str, digests: dict[str, str], job_log, *,
+                failed_state: DownloadState = DownloadState.DOWNLOAD_ERROR) -> VMTemplate:
+    """The last step of every new copy, downloaded or uploaded, once its bytes are written and
+    verified (``digests`` holds their SHA-512 and SHA-256): inspect the image, write
+    template.properties next to it and mark the copy Ready. An image whose content is refused
+    is deleted and the copy ends in ``failed_state`` (OperationFailed raised)."""
     try:
         info = inspect_store_object(driver, key, template.format)
     except ImageRejected as exc:
         driver.delete(key)
-        _fail(runtime, ref_id, exc.reason, job_log)
-    digest = Checksum("SHA-512", result.digests["SHA-512"])
+        _fail(runtime, ref_id, exc.reason, job_log, failed_state)
+    digest = Checksum("SHA-512", digests["SHA-512"])
     checksum = template.checksum or str(digest)
     filename = key.rsplit("/", 1)[1]
     properties = dt.template_properties(
@@ -231,16 +273,32 @@ def download_copy(runtime: "Runtime", ref_id: int, on_progress: Callable[[int], 
         ref.updated = runtime.now()
         template = s.get(VMTemplate, ref.template_id)
         template.size, template.physical_size = info.virtual_size, info.physical_size
-        template.checksum_computed, template.sha256 = str(digest), result.digests["SHA-256"]
+        template.checksum_computed, template.sha256 = str(digest), digests["SHA-256"]
     job_log.info("template %s (%s) is ready on store %s", template.name, template.uuid, store.name)
     return template
 
 
-def _fail(runtime: "Runtime", ref_id: int, reason: str, job_log) -> None:
+def _fail(runtime: "Runtime", ref_id: int, reason: str, job_log,
+          failed_state: DownloadState = DownloadState.DOWNLOAD_ERROR) -> None:
     job_log.warning("template copy %s failed: %s", ref_id, reason)
-    _update_ref(runtime, ref_id, ObjectInStoreEvent.OperationFailed,
-                download_state=DownloadState.DOWNLOAD_ERROR.value, error_text=reason)
+    _update_ref(runtime, ref_id, ObjectInStoreEvent.OperationFailed, download_state=failed_state.value,
+                error_text=reason)
     raise OperationFailed(reason)
+
+
+def download_failed_for_good(runtime: "Runtime", job_id: int, ref_id: int, reason: str) -> None:
+    """The download job of a copy failed for good without the copy recording it (its worker
+    died on the last attempt, or it crashed): the copy ends DOWNLOAD_ERROR with the reason
+    rather than showing "downloading" forever. A copy reset since (another job) is left alone."""
+    with runtime.session() as s:
+        ref = s.get(TemplateStoreRef, ref_id)
+        if ref is None or ref.job_id != job_id or ref.download_state not in (
+                DownloadState.NOT_DOWNLOADED.value, DownloadState.DOWNLOAD_IN_PROGRESS.value):
+            return
+        if ref.state == ObjectInStoreState.Creating.value:
+            ref.state = OBJECT_IN_STORE.next_state(ref.state, ObjectInStoreEvent.OperationFailed)
+        ref.download_state, ref.error_text, ref.updated = DownloadState.DOWNLOAD_ERROR.value, reason, runtime.now()
+    log.warning("template copy %s (job %s) ends in DOWNLOAD_ERROR: %s", ref_id, job_id, reason)
 
 
 # ---- deletion ---------------------------------------------------------------------------------
@@ -253,7 +311,8 @@ def copies_to_delete(session: Session, template: VMTemplate, zone: Zone | None) 
 
 
 def refuse_while_downloading(copies: list[TemplateStoreRef]) -> None:
-    if any(c.download_state == DownloadState.DOWNLOAD_IN_PROGRESS.value for c in copies):
+    busy = (DownloadState.DOWNLOAD_IN_PROGRESS.value, DownloadState.UPLOAD_IN_PROGRESS.value)
+    if any(c.download_state in busy for c in copies):
         raise InvalidParameter(DOWNLOADING_REFUSAL, "id")
 
 
@@ -324,7 +383,13 @@ def _visible(q: ListQuery):
         conditions.append(and_(VMTemplate.is_public.is_(True), VMTemplate.featured.is_(True)))
     elif v.public == "community":
         conditions.append(and_(VMTemplate.is_public.is_(True), VMTemplate.featured.is_(False)))
-    return or_(*conditions) if conditions else false()
+    if v.shared:
+        conditions.append(VMTemplate.id.in_(
+            select(LaunchPermission.template_id).where(LaunchPermission.account_id == q.account_id)))
+    visible = or_(*conditions) if conditions else false()
+    if not (v.system_listed and q.is_admin):
+        visible = and_(visible, VMTemplate.template_type != "SYSTEM")
+    return visible
 
 
 def zone_rows_select(q: ListQuery):
@@ -413,6 +478,7 @@ def template_response(t: VMTemplate, account: Account, copies: list, *, is_admin
         "passwordenabled": t.passwordenabled,
         "isdynamicallyscalable": t.isdynamicallyscalable,
         "directdownload": False,
+        "details": json.loads(t.details_json) if t.details_json else None,
         "downloaddetails": details,
         "tags": [],
     }

@@ -454,9 +454,12 @@ class S3Driver(StoreDriver):
         dst = self._s3key(dst_key)
         source = {"Bucket": self.bucket, "Key": self._s3key(src_key)}
         if src.size <= self.config.multipart_copy_threshold:
+            # S3 refuses a copy onto itself unless the metadata is replaced; such a copy is how
+            # callers refresh an object's modified time (the chunk store's GC "touch").
+            refresh = {"MetadataDirective": "REPLACE"} if src_key == dst_key else {}
             with self._errors("copy object", src_key):
                 resp = self._client.copy_object(
-                    Bucket=self.bucket, Key=dst, CopySource=source, **self._checksum_args()
+                    Bucket=self.bucket, Key=dst, CopySource=source, **refresh, **self._checksum_args()
                 )
             return ObjectInfo(dst_key, src.size, _utc(resp["CopyObjectResult"]["LastModified"]))
         self._copy_multipart(source, dst, src.size, src_key)

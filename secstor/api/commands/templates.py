@@ -48,7 +48,8 @@ def _spec(ctx: CallContext, p: dict[str, Any], *, is_iso: bool, fmt: str) -> svc
         raise InvalidParameter("Template name cannot be empty", "name")
     admin = ctx.caller.is_admin
     return svc.NewTemplate(
-        name=name, displaytext=p.get("displaytext") or name, format=fmt, url=p["url"].strip(), is_iso=is_iso,
+        name=name, displaytext=p.get("displaytext") or name, format=fmt,
+        url=p["url"].strip() if "url" in p else None, is_iso=is_iso,  # no url: an upload
         account_id=ctx.caller.account_id, ostypeid=p.get("ostypeid"),
         checksum=svc.parse_given_checksum(p.get("checksum")),
         is_public=p.get("ispublic", False),
@@ -65,23 +66,33 @@ def _registered(ctx: CallContext, spec: svc.NewTemplate, zone_ids: list[str], ob
     return ListResult(object_name, items, len(items))
 
 
+# The parameters of a template that an ISO has not (shared with getUploadParamsForTemplate).
+TEMPLATE_PARAMS = [
+    Param("format", required=True, description="the format: QCOW2, RAW, VHD, VHDX, VMDK or OVA"),
+    Param("hypervisor", required=True, description="the target hypervisor (KVM, XenServer, VMware ...)"),
+    Param("bits", PType.INTEGER, description="32 or 64 bits support (default 64)"),
+    Param("requireshvm", PType.BOOLEAN, description="true if the template requires HVM (default true)"),
+    Param("sshkeyenabled", PType.BOOLEAN, description="true if the template supports the sshkey upload"),
+    Param("isrouting", PType.BOOLEAN, admin_only=True, description="true for a routing (system VM) template"),
+    Param("templatetype", admin_only=True, description="USER, SYSTEM, BUILTIN or ROUTING (admins only)"),
+]
+ISO_PARAMS = [Param("bootable", PType.BOOLEAN, description="true if the ISO is bootable (default true)")]
+
+
 @api_command(
     "registerTemplate",
-    params=_COMMON_REGISTER_PARAMS + [
-        Param("format", required=True, description="the format: QCOW2, RAW, VHD, VHDX, VMDK or OVA"),
-        Param("hypervisor", required=True, description="the target hypervisor (KVM, XenServer, VMware ...)"),
-        Param("bits", PType.INTEGER, description="32 or 64 bits support (default 64)"),
-        Param("requireshvm", PType.BOOLEAN, description="true if the template requires HVM (default true)"),
-        Param("sshkeyenabled", PType.BOOLEAN, description="true if the template supports the sshkey upload"),
-        Param("isrouting", PType.BOOLEAN, admin_only=True, description="true for a routing (system VM) template"),
-        Param("templatetype", admin_only=True, description="USER, SYSTEM, BUILTIN or ROUTING (admins only)"),
-    ],
+    params=_COMMON_REGISTER_PARAMS + TEMPLATE_PARAMS,
     roles=ALL_ROLES,
     description="Registers an existing template into the cloud: it is downloaded to the image stores of "
                 "the zones given.",
     response_object="template",
 )
 def register_template(ctx: CallContext, p: dict[str, Any]) -> ListResult:
+    return _registered(ctx, template_spec(ctx, p), _zone_ids(p), "template")
+
+
+def template_spec(ctx: CallContext, p: dict[str, Any]) -> svc.NewTemplate:
+    """A new template from registerTemplate's (or getUploadParamsForTemplate's) parameters."""
     fmt = p["format"].strip().upper()
     if fmt not in dt.FORMATS or fmt == "ISO":
         raise InvalidParameter(f"Image format: {p['format']} is incorrect. Supported formats are "
@@ -98,22 +109,25 @@ def register_template(ctx: CallContext, p: dict[str, Any]) -> ListResult:
     spec.requireshvm = p.get("requireshvm", True)
     spec.sshkeyenabled = p.get("sshkeyenabled", False)
     spec.template_type = template_type
-    return _registered(ctx, spec, _zone_ids(p), "template")
+    return spec
 
 
 @api_command(
     "registerIso",
-    params=_COMMON_REGISTER_PARAMS + [
-        Param("bootable", PType.BOOLEAN, description="true if the ISO is bootable (default true)"),
-    ],
+    params=_COMMON_REGISTER_PARAMS + ISO_PARAMS,
     roles=ALL_ROLES,
     description="Registers an existing ISO into the cloud: it is downloaded to the image stores of the zones given.",
     response_object="iso",
 )
 def register_iso(ctx: CallContext, p: dict[str, Any]) -> ListResult:
+    return _registered(ctx, iso_spec(ctx, p), _zone_ids(p), "iso")
+
+
+def iso_spec(ctx: CallContext, p: dict[str, Any]) -> svc.NewTemplate:
+    """A new ISO from registerIso's (or getUploadParamsForIso's) parameters."""
     spec = _spec(ctx, p, is_iso=True, fmt="ISO")
     spec.bootable = p.get("bootable", True)
-    return _registered(ctx, spec, _zone_ids(p), "iso")
+    return spec
 
 
 _LIST_PARAMS = [

@@ -5,6 +5,7 @@ from secstor.db.models.accounts import Account, ApiSession, Domain, User
 from secstor.db.models.infra import ImageStore, StoragePool, Zone
 from secstor.db.models.jobs import AsyncJob
 from secstor.db.models.ops import Alert, ConfigurationValue, WorkerHeartbeat
+from secstor.db.models.template_permissions import LaunchPermission
 from secstor.db.models.templates import TemplateStoreRef, VMTemplate
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Alert",
     "ConfigurationValue",
     "WorkerHeartbeat",
+    "LaunchPermission",
     "TemplateStoreRef",
     "VMTemplate",
 ]

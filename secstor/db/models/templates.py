@@ -37,6 +37,7 @@ class VMTemplate(Identified, Base):
     physical_size: Mapped[int | None] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16), default="Active")  # Active | Inactive (being deleted)
     cross_zones: Mapped[bool] = mapped_column(Boolean, default=False)
+    details_json: Mapped[str | None] = mapped_column(Text)  # updateTemplate's details, a JSON object
     removed: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 18:03:43.055414
+Create Date: 2026-11-21 18:21:43.678615
 """
 from alembic import op
 import sqlalchemy as sa
@@ -225,6 +225,7 @@ def upgrade() -> None:
     sa.Column('physical_size', sa.BigInteger(), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('cross_zones', sa.Boolean(), nullable=False),
+    sa.Column('details_json', sa.Text(), nullable=True),
     sa.Column('removed', secstor.db.base.UtcDateTime(), nullable=True),
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -252,6 +253,19 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('api_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_sessions_expires'), ['expires'], unique=False)
+
+    op.create_table('launch_permissions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_launch_permissions_account_id_accounts')),
+    sa.ForeignKeyConstraint(['template_id'], ['vm_templates.id'], name=op.f('fk_launch_permissions_template_id_vm_templates')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_launch_permissions')),
+    sa.UniqueConstraint('template_id', 'account_id', name=op.f('uq_launch_permissions_template_id_account_id'))
+    )
+    with op.batch_alter_table('launch_permissions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_launch_permissions_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_launch_permissions_template_id'), ['template_id'], unique=False)
 
     op.create_table('template_store_refs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -289,6 +303,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_template_store_refs_store_id'))
 
     op.drop_table('template_store_refs')
+    with op.batch_alter_table('launch_permissions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_launch_permissions_template_id'))
+        batch_op.drop_index(batch_op.f('ix_launch_permissions_account_id'))
+
+    op.drop_table('launch_permissions')
     with op.batch_alter_table('api_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_sessions_expires'))
 
