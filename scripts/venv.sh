@@ -1,7 +1,7 @@
 # Sourced by serve.sh and test.sh: create ./.venv and install secstor into it, only when needed.
 # Needs REPO (the repository root). `ensure_venv` installs the package; `ensure_venv test` adds
-# the test extras. A stamp in .venv holds the hash of pyproject.toml, so a second run skips pip
-# until the pinned dependencies change.
+# the test extras. constraints.txt pins every transitive dependency too. A stamp in .venv holds
+# the hash of pyproject.toml and constraints.txt, so a second run skips pip until they change.
 
 VENV="$REPO/.venv"
 
@@ -25,10 +25,10 @@ ensure_venv() {
     fi
   fi
   local want stamp="$VENV/.secstor-installed${extra:+-$extra}"
-  want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+  want="$(cat "$REPO/pyproject.toml" "$REPO/constraints.txt" | sha256sum | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing secstor${extra:+[$extra]} with its pinned dependencies into $VENV" >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO${extra:+[$extra]}"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$REPO/constraints.txt" -e "$REPO${extra:+[$extra]}"
     echo "$want" >"$stamp"
     # Extras come on top of the package's own dependencies, which are now installed too.
     [ -z "$extra" ] || echo "$want" >"$VENV/.secstor-installed"

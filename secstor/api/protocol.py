@@ -18,6 +18,7 @@ from secstor.api.context import CallContext, Caller
 from secstor.api.params import parse_params
 from secstor.api.registry import REGISTRY, Command, load_commands
 from secstor.api.results import result_body
+from secstor.db.engine import READ_ONLY
 from secstor.db.models import ApiSession, User
 from secstor.domain.errors import InvalidParameter, SecstorError
 from secstor.runtime import Runtime
@@ -119,6 +120,21 @@ def authenticate(runtime: Runtime, session, raw: dict[str, str], lowered: dict[s
     raise AuthError
 
 
+def _begin_snapshot_read(session) -> None:
+    """Run a list command in a read-only transaction that sees one snapshot of the database.
+
+    Lists read in several queries (objects, then their copies, zones ...); under PostgreSQL's
+    READ COMMITTED each query could see a different moment. On SQLite the transaction is
+    deferred, so lists never wait for, nor block, a writer. Authentication wrote (session
+    expiry) in the transaction before; it is committed first.
+    """
+    session.commit()
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection(execution_options={READ_ONLY: True})
+    else:
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def handle_api_call(runtime: Runtime, raw: dict[str, str], *, cookies: dict[str, str] | None = None,
                     headers: dict[str, str] | None = None, client: str = "-") -> ApiReply:
     load_commands()
@@ -150,6 +166,8 @@ def handle_api_call(runtime: Runtime, raw: dict[str, str], *, cookies: dict[str,
                 for p in cmd.params:
                     if p.admin_only:
                         params.pop(p.name, None)
+            if cmd.is_list:
+                _begin_snapshot_read(session)
             ctx = CallContext(runtime, session, caller, cmd)
             result = cmd.handler(ctx, params)
             body = result_body(result)

@@ -1,5 +1,6 @@
 """HTTP endpoints authorised by a signed transfer ticket alone (no API keys): POST /upload/<ticket>
-(browser and CLI uploads of templates and ISOs) and GET /extract/<token>/<filename> (extract URLs).
+(browser and CLI uploads of templates, ISOs and volumes) and GET /extract/<token>/<filename>
+(extract URLs). The ticket names the kind of object; secstor.services.transfers dispatches on it.
 
 Both stream: an upload is parsed as it arrives and written to the store chunk by chunk, a
 download is read from the store chunk by chunk, so memory stays bounded whatever the size.
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from secstor.security.tickets import TicketRefused
 from secstor.services import transfers
+from secstor.services import volume_transfers  # noqa: F401  (registers the volume kind of tickets)
 
 log = logging.getLogger("secstor.transfers")
 
@@ -131,11 +133,11 @@ async def upload(request: Request) -> Response:
             yield chunk
 
     try:
-        template = await run_in_threadpool(transfers.store_upload, runtime, claim, form_file(body(), boundary))
+        stored = await run_in_threadpool(transfers.store_upload, runtime, claim, form_file(body(), boundary))
     except transfers.UploadFailed as exc:
         return _error(exc.status, exc.reason, CORS_HEADERS)
-    log.info("upload %s stored: template %s (%s) is ready", ticket_id, template.name, template.uuid)
-    return JSONResponse({"id": template.uuid, "status": "Upload Complete"}, headers=CORS_HEADERS)
+    log.info("upload %s stored: %s %s (%s)", ticket_id, claim.kind, stored.name, stored.uuid)
+    return JSONResponse({"id": stored.uuid, "status": stored.status}, headers=CORS_HEADERS)
 
 
 # ---- extract ----------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ async def extract(request: Request) -> Response:
         return _error(403, exc.reason)
     except transfers.ExtractGone as exc:
         log.warning("extract URL of a copy that is gone: %s", exc)
-        return _error(404, "The template or ISO of this URL no longer exists")
+        return _error(404, "The template, ISO or volume of this URL no longer exists")
     etag = f'"{source.etag}"'
     last_modified = formatdate(source.modified.timestamp(), usegmt=True)
     headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": last_modified,

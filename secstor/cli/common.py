@@ -26,3 +26,10 @@ def build_config(home: Path | None, config: Path | None, database_url: str | Non
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def child_worker_args(cfg: Config, config: Path | None) -> list[str]:
+    """Options that give a `secstor worker` started by this process the same home, configuration
+    and database."""
+    args = ["--home", str(cfg.home), "--database-url", cfg.resolved_database_url]
+    return args + (["--config", str(config)] if config else [])

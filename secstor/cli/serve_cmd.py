@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from secstor.cli.common import ConfigOpt, DbOpt, HomeOpt, build_config, setup_logging
+from secstor.cli.common import ConfigOpt, DbOpt, HomeOpt, build_config, child_worker_args, setup_logging
 
 log = logging.getLogger("secstor.serve")
 
@@ -31,11 +31,13 @@ def serve(
     import uvicorn
 
     from secstor.api.app import create_app
+    from secstor.api.metrics_routes import metrics_routes
     from secstor.api.transfer_routes import transfer_routes
     from secstor.jobs.handlers import load_handler_modules
     from secstor.jobs.worker import embedded_workers
     from secstor.services.bootstrap import bootstrap, open_runtime
     from secstor.services.background import BackgroundServices
+    from secstor.services.supervisor import Supervisor
 
     cfg = build_config(home, config, database_url, host=host, port=port, embedded_workers=workers)
     setup_logging(cfg.log_level)
@@ -47,8 +49,22 @@ def serve(
         typer.echo(json.dumps(result.admin_keys, indent=2))
     load_handler_modules()  # also before serving: extra modules may register API commands
     background = BackgroundServices(runtime, workers=embedded_workers(runtime, cfg.embedded_workers))
-    app = create_app(runtime, ready=background.ready, on_startup=background.start, on_shutdown=background.stop,
-                     extra_routes=transfer_routes())
+    # Extra `secstor worker` processes when copies wait too long (none when workers run elsewhere).
+    supervisor = Supervisor(runtime, child_worker_args(cfg, config), base_workers=cfg.embedded_workers) \
+        if cfg.embedded_workers else None
+
+    def start() -> None:
+        background.start()
+        if supervisor:
+            supervisor.start()
+
+    def stop() -> None:
+        if supervisor:
+            supervisor.stop()
+        background.stop()
+
+    app = create_app(runtime, ready=background.ready, on_startup=start, on_shutdown=stop,
+                     extra_routes=transfer_routes() + metrics_routes(runtime))
     log.info("secstor listening on http://%s:%s (home %s)", cfg.host, cfg.port, cfg.home)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(), access_log=False)
     runtime.close()

@@ -127,7 +127,8 @@ for _s in [
             "private, link-local or metadata addresses. Empty: all such addresses are refused.",
             validator=_cidr_list),
     Setting("snapshot.backup.to.secondary", "true", "Boolean", "Snapshots",
-            "Back snapshots up to an image store; false keeps them on primary storage only.", dynamic=False),
+            "Back snapshots up to an image store; false keeps them on primary storage only. Read by every "
+            "snapshot job, so a change applies to the next snapshot without a restart."),
     Setting("snapshot.delta.max", "16", "Integer", "Snapshots",
             "Most incremental snapshots between two full ones (kept for compatibility: secstor "
             "snapshots are all logically full).", minimum=1),
@@ -135,6 +136,14 @@ for _s in [
     Setting("snapshot.max.daily", "8", "Integer", "Snapshots", "Most daily scheduled snapshots kept per volume.", minimum=0),
     Setting("snapshot.max.weekly", "8", "Integer", "Snapshots", "Most weekly scheduled snapshots kept per volume.", minimum=0),
     Setting("snapshot.max.monthly", "8", "Integer", "Snapshots", "Most monthly scheduled snapshots kept per volume.", minimum=0),
+    Setting("snapshot.gc.interval", "86400", "Integer", "Snapshots",
+            "Seconds between garbage collections of snapshot chunks no snapshot uses any more.", minimum=60,
+            extension=True),
+    Setting("snapshot.gc.grace", "86700", "Integer", "Snapshots",
+            "Seconds an unreferenced snapshot chunk is kept before garbage collection removes it (protects "
+            "backups running meanwhile; Proxmox Backup Server uses 24 h 5 min).", minimum=0, extension=True),
+    Setting("snapshot.policy.check.interval", "60", "Integer", "Snapshots",
+            "Seconds between checks for snapshot policies that are due.", minimum=1, extension=True),
     Setting("secstorage.download.hosts.check", "", "CSV", "Advanced",
             "Comma-separated host names that the health check (secstor health, "
             "runSecondaryStorageHealthCheck) must be able to resolve, e.g. the servers templates are "
@@ -162,8 +171,14 @@ for _s in [
     Setting("max.template.iso.size", "50", "Integer", "Advanced",
             "Largest template or ISO, in GiB, that may be downloaded or uploaded.", minimum=1),
     Setting("upload.operation.timeout", "60", "Integer", "Advanced",
-            "Minutes the postURL of getUploadParamsForTemplate/getUploadParamsForIso accepts the upload; an "
-            "upload not started by then is refused.", minimum=0),
+            "Minutes the postURL of getUploadParamsForTemplate/getUploadParamsForIso/getUploadParamsForVolume "
+            "accepts the upload; an upload not started by then is refused, and later marked abandoned.",
+            minimum=0),
+    Setting("storage.max.volume.upload.size", "500", "Integer", "Advanced",
+            "Largest volume, in GiB, that uploadVolume or getUploadParamsForVolume accepts.", minimum=1),
+    Setting("upload.monitoring.interval", "60", "Integer", "Advanced",
+            "Minutes between the checks that mark uploads never started before their upload URL expired as "
+            "abandoned, and remove expired extractVolume copies.", minimum=1),
     Setting("extract.url.expiration.interval", "14400", "Integer", "Advanced",
             "Seconds an extractTemplate/extractIso URL stays valid.", minimum=0),
     Setting("secstorage.download.connect.timeout", "30", "Integer", "Advanced",

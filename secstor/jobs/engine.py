@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from secstor.db.engine import is_sqlite
@@ -44,6 +44,26 @@ FINISHED_STATES = frozenset({JobState.succeeded.value, JobState.failed.value, Jo
 _CLAIM_TRIES = 5
 
 
+# Wake-ups of the workers running in this process (the embedded worker of `serve`): a job
+# committed here starts at once instead of at the next poll. Other processes still poll.
+_local_wakers: list[Callable[[], None]] = []
+
+
+def add_local_waker(wake: Callable[[], None]) -> None:
+    _local_wakers.append(wake)
+
+
+def remove_local_waker(wake: Callable[[], None]) -> None:
+    if wake in _local_wakers:
+        _local_wakers.remove(wake)
+
+
+def _wake_local_workers(session: Session) -> None:
+    session.info.pop("secstor_wake_hooked", None)
+    for wake in list(_local_wakers):
+        wake()
+
+
 def enqueue(session: Session, *, cmd: str, handler: str, params: dict[str, Any], account_id: int | None,
             user_id: int | None, instance_type: str | None = None, instance_id: str | None = None,
             queue: str = "default", now: datetime, max_attempts: int = 5) -> AsyncJob:
@@ -53,6 +73,9 @@ def enqueue(session: Session, *, cmd: str, handler: str, params: dict[str, Any],
                    state="pending", jobstatus=0, created=now, max_attempts=max_attempts)
     session.add(job)
     session.flush()
+    if _local_wakers and not session.info.get("secstor_wake_hooked"):
+        session.info["secstor_wake_hooked"] = True
+        event.listen(session, "after_commit", _wake_local_workers, once=True)
     return job
 
 

@@ -109,6 +109,7 @@ class Worker:
     # ---- life cycle ------------------------------------------------------------------------
     def start(self) -> "Worker":
         load_handler_modules()
+        engine.add_local_waker(self._wake.set)
         self._heartbeat_thread.start()
         self._claim_thread.start()
         queues = ", ".join(f"{q}={self.limit(q)}" + ("" if isinstance(slot, int) else f" ({slot})")
@@ -119,6 +120,7 @@ class Worker:
     def request_stop(self) -> None:
         """Stop claiming; running jobs go on."""
         self._stopping.set()
+        engine.remove_local_waker(self._wake.set)
         self._wake.set()
 
     def join(self, timeout: float) -> bool:

@@ -46,6 +46,7 @@ SYNC_CMD = "templateSync"
 PROPERTIES = "template.properties"
 _LIVE_JOB_STATES = (JobState.pending.value, JobState.running.value)
 _GONE_STATES = (ObjectInStoreState.Destroying.value, ObjectInStoreState.Destroyed.value)
+_AWAITING_UPLOAD = (DownloadState.NOT_UPLOADED.value, DownloadState.UPLOAD_IN_PROGRESS.value)
 
 # (handler, params, instance_type=, instance_id=) -> AsyncJob, as CallContext.submit_job
 SubmitJob = Callable[..., AsyncJob]
@@ -195,7 +196,8 @@ def replicate_copy(runtime: "Runtime", ref_id: int, source_ref_id: int, on_progr
             s.expunge_all()
     if not usable:
         if not template.url:
-            svc._fail(runtime, ref_id, "No Ready copy is left to copy the template from, and it has no URL", job_log)
+            svc.fail_copy(runtime, ref_id, "No Ready copy is left to copy the template from, and it has no URL",
+                          job_log)
         job_log.info("template %s (%s): source copy %s is gone; downloading from its URL", template.name,
                      template.uuid, source_ref_id)
         return svc.download_copy(runtime, ref_id, on_progress, job_log)
@@ -205,14 +207,14 @@ def replicate_copy(runtime: "Runtime", ref_id: int, source_ref_id: int, on_progr
     try:
         if retried:  # what a dead attempt may have left; its temporary file goes with stale writes
             dst_driver.delete_prefix(directory + "/")
-        pct = svc._PctWriter(runtime, ref_id, on_progress)
+        pct = svc.copy_percent_writer(runtime, ref_id, on_progress)
         copy_verified(src_driver, key, dst_driver, key, expected=parse_checksum(source.checksum),
                       progress=lambda done: pct(done, source.physical_size))
         properties = f"{directory}/{PROPERTIES}"
         dst_driver.put(properties, src_driver.open_reader(properties))
     except (TransferError, StoreError) as exc:
         dst_driver.delete_prefix(directory + "/")
-        svc._fail(runtime, ref_id, f"copy from image store {src_store.name} failed: {exc}", job_log)
+        svc.fail_copy(runtime, ref_id, f"copy from image store {src_store.name} failed: {exc}", job_log)
     with runtime.session() as s:
         ref = s.get(TemplateStoreRef, ref_id)
         ref.state = OBJECT_IN_STORE.next_state(ref.state, ObjectInStoreEvent.OperationSucceeded)
@@ -232,12 +234,15 @@ def _live_job(session: Session, job_id: int | None) -> bool:
 
 
 def refusal_to_reset(session: Session, ref: TemplateStoreRef) -> str | None:
-    """Why a copy may not be reset, or None: a Ready copy needs nothing, and a copy whose job is
-    still queued or running is being downloaded."""
+    """Why a copy may not be reset, or None: a Ready copy needs nothing, a copy whose job is
+    still queued or running is being downloaded, and a copy waiting for (or receiving) its upload
+    has nothing to download."""
     if ref.state == ObjectInStoreState.Ready.value:
         return "is Ready"
     if ref.state in _GONE_STATES:
         return "is being deleted"
+    if ref.download_state in _AWAITING_UPLOAD:
+        return f"is {ref.download_state}: its file comes from an upload, not a download"
     if _live_job(session, ref.job_id):
         return f"is {ref.download_state} with its job still queued or running"
     return None

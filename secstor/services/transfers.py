@@ -1,8 +1,12 @@
-"""Template and ISO bytes moved by signed URLs rather than API keys: browser and CLI uploads
-(getUploadParamsFor* then POST /upload/<ticket>) and extract URLs (GET /extract/<token>/<file>).
+"""Bytes moved by signed URLs rather than API keys: browser and CLI uploads (getUploadParamsFor*
+then POST /upload/<ticket>) and extract URLs (GET /extract/<token>/<file>).
 
-An upload is verified like a download (hashed once while it is written, the declared checksum
-and the maximum size enforced, the format inspected) and shares its last step with it
+A ticket names the kind of object it is for ("template" here, "volume" in
+``secstor.services.volume_transfers``); the routes dispatch on it through ``UPLOAD_KINDS`` and
+``EXTRACT_KINDS``, so every kind shares one signed-URL protocol and one streaming path.
+
+A template upload is verified like a download (hashed once while it is written, the declared
+checksum and the maximum size enforced, the format inspected) and shares its last step with it
 (``templates.finish_copy``).
 """
 
@@ -14,7 +18,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -27,7 +31,7 @@ from secstor.domain.errors import InvalidParameter, NotFound, OperationFailed
 from secstor.domain.states import OBJECT_IN_STORE, DownloadState, ObjectInStoreEvent, ObjectInStoreState
 from secstor.movers.checksums import parse_checksum
 from secstor.movers.transfer import SizeLimitExceeded, TransferError, write_verified
-from secstor.security.tickets import TicketRefused, TicketSigner
+from secstor.security.tickets import TicketRefused, TicketSigner, UploadTicket
 from secstor.services import templates as svc
 from secstor.stores.base import StoreError
 
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("secstor.transfers")
 
 EXTRACT_HANDLER = "template.extract"
+TEMPLATE_KIND = "template"
 HTTP_DOWNLOAD = "HTTP_DOWNLOAD"
 URL_CREATED = "DOWNLOAD_URL_CREATED"
 
@@ -47,7 +52,7 @@ def _signer(runtime: "Runtime") -> TicketSigner:
 
 
 @contextmanager
-def _reading(runtime: "Runtime") -> Iterator[Session]:
+def reading(runtime: "Runtime") -> Iterator[Session]:
     """A read-only session: serving bytes must never hold SQLite's write lock."""
     with runtime.session_factory(bind=runtime.engine.execution_options(**{READ_ONLY: True})) as s:
         yield s
@@ -71,19 +76,59 @@ def post_url(runtime: "Runtime", ticket_id: str) -> str:
     return f"{runtime.config.resolved_public_url.rstrip('/')}/upload/{ticket_id}"
 
 
+@dataclass(frozen=True)
+class NewUpload:
+    ticket_id: str
+    ticket: UploadTicket
+    expires: datetime  # the postURL accepts the upload until then (upload.operation.timeout)
+
+    def answer(self, object_uuid: str) -> dict[str, Any]:
+        """CloudStack's getuploadparams response."""
+        t = self.ticket
+        return {"id": object_uuid, "postURL": t.post_url, "metadata": t.metadata, "expires": t.expires,
+                "signature": t.signature}
+
+
+def new_upload_ticket(runtime: "Runtime", kind: str, payload: dict[str, Any]) -> NewUpload:
+    """A signed postURL for one upload of an object of ``kind`` (a key of UPLOAD_KINDS)."""
+    ticket_id = uuidlib.uuid4().hex
+    expires = runtime.now() + timedelta(minutes=runtime.settings.get("upload.operation.timeout"))
+    ticket = _signer(runtime).issue_upload(post_url(runtime, ticket_id),
+                                           {**payload, "id": ticket_id, "kind": kind}, expires)
+    return NewUpload(ticket_id, ticket, expires)
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """What the POST answers once the upload is stored."""
+
+    uuid: str
+    name: str
+    status: str
+
+
+@dataclass(frozen=True)
+class UploadKind:
+    # (runtime, ticket id, verified payload) -> a claim with a ``kind`` attribute; TicketRefused
+    claim: Callable[["Runtime", str, dict[str, Any]], Any]
+    # (runtime, claim, body chunks) -> StoredUpload; UploadFailed
+    store: Callable[["Runtime", Any, Iterable[bytes]], StoredUpload]
+
+
+UPLOAD_KINDS: dict[str, UploadKind] = {}
+# (runtime, verified token payload) -> ExtractSource; ExtractGone
+EXTRACT_KINDS: dict[str, Callable[["Runtime", dict[str, Any]], "ExtractSource"]] = {}
+
+
 def issue_upload(session: Session, runtime: "Runtime", spec: svc.NewTemplate, zone_uuid: str) -> dict[str, Any]:
     """Create the template with one copy waiting for its upload; the getuploadparams answer."""
     template, refs = svc.create_with_copies(session, runtime, spec, [zone_uuid],
                                             download_state=DownloadState.NOT_UPLOADED, single_store=True)
-    ticket_id = uuidlib.uuid4().hex
-    expires = runtime.now() + timedelta(minutes=runtime.settings.get("upload.operation.timeout"))
-    ticket = _signer(runtime).issue_upload(post_url(runtime, ticket_id),
-                                           {"id": ticket_id, "template": template.uuid, "copy": refs[0].id}, expires)
+    upload = new_upload_ticket(runtime, TEMPLATE_KIND, {"template": template.uuid, "copy": refs[0].id})
     store = session.get(ImageStore, refs[0].store_id)
     log.info("%s %s (%s) awaits its upload to store %s until %s (ticket %s)", "ISO" if spec.is_iso else "template",
-             template.name, template.uuid, store.name, ticket.expires, ticket_id)
-    return {"id": template.uuid, "postURL": ticket.post_url, "metadata": ticket.metadata, "expires": ticket.expires,
-            "signature": ticket.signature}
+             template.name, template.uuid, store.name, upload.ticket.expires, upload.ticket_id)
+    return upload.answer(template.uuid)
 
 
 @dataclass(frozen=True)
@@ -93,16 +138,29 @@ class UploadClaim:
     ref_id: int
     template: VMTemplate  # detached
     store: ImageStore  # detached
+    kind: str = "template"
 
 
 def claim_upload(runtime: "Runtime", ticket_id: str, metadata: str | None, expires: str | None,
-                 signature: str | None) -> UploadClaim:
-    """Check an upload's ticket and take its copy (once: a ticket uploads one file). Raises
-    TicketRefused, having changed nothing, for a forged, altered, expired or used ticket."""
+                 signature: str | None) -> Any:
+    """Check an upload's ticket and take the object it is for (once: a ticket uploads one file).
+    Raises TicketRefused, having changed nothing, for a forged, altered, expired or used ticket."""
     payload = _signer(runtime).verify_upload(post_url(runtime, ticket_id), metadata, expires, signature,
                                              runtime.now())
     if payload.get("id") != ticket_id:
         raise TicketRefused("the upload parameters are not for this URL")
+    kind = UPLOAD_KINDS.get(payload.get("kind", TEMPLATE_KIND))
+    if kind is None:
+        raise TicketRefused("the upload parameters name an unknown kind of object")
+    return kind.claim(runtime, ticket_id, payload)
+
+
+def store_upload(runtime: "Runtime", claim: Any, chunks: Iterable[bytes]) -> StoredUpload:
+    """Write an upload's bytes to the object its claim took; UploadFailed says how to answer."""
+    return UPLOAD_KINDS[claim.kind].store(runtime, claim, chunks)
+
+
+def _claim_template_upload(runtime: "Runtime", ticket_id: str, payload: dict[str, Any]) -> UploadClaim:
     with runtime.session() as s:
         ref = s.get(TemplateStoreRef, payload["copy"])
         template = s.get(VMTemplate, ref.template_id) if ref is not None else None
@@ -125,7 +183,7 @@ def claim_upload(runtime: "Runtime", ticket_id: str, metadata: str | None, expir
     return UploadClaim(ref.id, template, store)
 
 
-def store_upload(runtime: "Runtime", claim: UploadClaim, chunks: Iterable[bytes]) -> VMTemplate:
+def _store_template_upload(runtime: "Runtime", claim: UploadClaim, chunks: Iterable[bytes]) -> StoredUpload:
     """Write the uploaded bytes, verified, then finish the copy as a download is finished.
     On any failure nothing is left on the store and the copy is UPLOAD_ERROR with the reason;
     UploadFailed says how to answer the client."""
@@ -136,32 +194,34 @@ def store_upload(runtime: "Runtime", claim: UploadClaim, chunks: Iterable[bytes]
     try:
         result = write_verified(driver, key, chunks, expected=expected, algorithms=("SHA-512", "SHA-256"),
                                 max_bytes=int(runtime.settings.get("max.template.iso.size")) * svc.GIB)
-        svc._update_ref(runtime, ref_id, download_state=DownloadState.UPLOADED.value, download_pct=100)
-        return svc.finish_copy(runtime, ref_id, template, claim.store, driver, key, result.digests, log,
-                               failed_state=DownloadState.UPLOAD_ERROR)
+        svc.update_copy(runtime, ref_id, download_state=DownloadState.UPLOADED.value, download_pct=100)
+        template = svc.finish_copy(runtime, ref_id, template, claim.store, driver, key, result.digests, log,
+                                   failed_state=DownloadState.UPLOAD_ERROR)
+        return StoredUpload(template.uuid, template.name, "Upload Complete")
     except OperationFailed as exc:  # the image was refused; finish_copy recorded why
         raise UploadFailed(400, exc.message) from None
     except BaseException as exc:  # the client may also have gone away mid-way
-        status, reason = _upload_failure(exc)
+        status, reason = upload_failure(exc, "max.template.iso.size")
         log.warning("upload to template copy %s failed: %s", ref_id, reason)
-        _remove_quietly(driver, key)  # published if it failed after the write
-        svc._update_ref(runtime, ref_id, ObjectInStoreEvent.OperationFailed,
+        remove_quietly(driver, key)  # published if it failed after the write
+        svc.update_copy(runtime, ref_id, ObjectInStoreEvent.OperationFailed,
                         download_state=DownloadState.UPLOAD_ERROR.value, error_text=reason)
         if isinstance(exc, Exception):
             raise UploadFailed(status, reason) from exc
         raise
 
 
-def _remove_quietly(driver: "StoreDriver", key: str) -> None:
+def remove_quietly(driver: "StoreDriver", key: str) -> None:
     try:
         driver.delete(key)
     except StoreError as exc:
         log.warning("%s could not be removed after a failed upload: %s", key, exc)
 
 
-def _upload_failure(exc: BaseException) -> tuple[int, str]:
+def upload_failure(exc: BaseException, size_setting: str) -> tuple[int, str]:
+    """The HTTP status and reason of a failed upload; ``size_setting`` names the size limit."""
     if isinstance(exc, SizeLimitExceeded):
-        return 413, f"The file is larger than the maximum template size (max.template.iso.size): {exc}"
+        return 413, f"The file is larger than the maximum size ({size_setting}): {exc}"
     if isinstance(exc, (TransferError, MalformedUpload)):
         return 400, str(exc)
     if isinstance(exc, StoreError):
@@ -188,7 +248,7 @@ def ready_copy(session: Session, template: VMTemplate, zone_id: int | None) -> t
 
 def extract(runtime: "Runtime", template_id: int, zone_id: int | None, base_url: str) -> dict[str, Any]:
     """A signed, expiring URL to a Ready copy (of the zone given, else any): the ExtractResponse."""
-    with _reading(runtime) as s:
+    with reading(runtime) as s:
         template = s.get(VMTemplate, template_id)
         what = "ISO" if template.is_iso else "template"
         if template.removed is not None:
@@ -196,9 +256,10 @@ def extract(runtime: "Runtime", template_id: int, zone_id: int | None, base_url:
         ref, zone = ready_copy(s, template, zone_id)
         account = s.get(Account, template.account_id)
     now = runtime.now()
-    expires = now + timedelta(seconds=runtime.settings.get("extract.url.expiration.interval"))
-    token = _signer(runtime).issue_token({"copy": ref.id, "template": template.uuid}, expires)
+    expires = extract_expiry(runtime)
     filename = ref.install_path.rsplit("/", 1)[-1]
+    url = signed_extract_url(runtime, base_url, TEMPLATE_KIND, {"copy": ref.id, "template": template.uuid},
+                             filename, expires)
     log.info("extract URL for %s %s (%s) from store %s, valid until %s", what, template.name, template.uuid,
              ref.store_id, expires.isoformat())
     return {
@@ -209,7 +270,7 @@ def extract(runtime: "Runtime", template_id: int, zone_id: int | None, base_url:
         "zoneid": zone.uuid if zone else None,
         "zonename": zone.name if zone else None,
         "extractMode": HTTP_DOWNLOAD,
-        "url": f"{base_url.rstrip('/')}/extract/{token}/{filename}",
+        "url": url,
         "state": URL_CREATED,
         "status": URL_CREATED,
         "uploadpercentage": 100,
@@ -231,10 +292,29 @@ class ExtractSource:
     modified: datetime
 
 
+def extract_expiry(runtime: "Runtime") -> datetime:
+    """When an extract URL signed now stops working (extract.url.expiration.interval)."""
+    return runtime.now() + timedelta(seconds=runtime.settings.get("extract.url.expiration.interval"))
+
+
+def signed_extract_url(runtime: "Runtime", base_url: str, kind: str, payload: dict[str, Any], filename: str,
+                       expires: datetime) -> str:
+    """The GET URL of an object of ``kind`` (a key of EXTRACT_KINDS), valid until ``expires``."""
+    token = _signer(runtime).issue_token({**payload, "kind": kind}, expires)
+    return f"{base_url.rstrip('/')}/extract/{token}/{filename}"
+
+
 def open_extract(runtime: "Runtime", token: str) -> ExtractSource:
     """The object an extract URL names; TicketRefused (forged, expired) or ExtractGone."""
     payload = _signer(runtime).verify_token(token, runtime.now())
-    with _reading(runtime) as s:
+    opener = EXTRACT_KINDS.get(payload.get("kind", TEMPLATE_KIND))
+    if opener is None:
+        raise TicketRefused("invalid download URL")
+    return opener(runtime, payload)
+
+
+def _open_template_extract(runtime: "Runtime", payload: dict[str, Any]) -> ExtractSource:
+    with reading(runtime) as s:
         ref = s.get(TemplateStoreRef, payload["copy"])
         template = s.get(VMTemplate, ref.template_id) if ref is not None else None
         if (template is None or template.removed is not None or template.uuid != payload["template"]
@@ -250,3 +330,7 @@ def open_extract(runtime: "Runtime", token: str) -> ExtractSource:
     etag = template.sha256 or (ref.checksum or "").rsplit("}", 1)[-1] or f"{ref.id}-{info.size}"
     return ExtractSource(driver, ref.install_path, info.size, ref.install_path.rsplit("/", 1)[-1], etag,
                          info.modified)
+
+
+UPLOAD_KINDS[TEMPLATE_KIND] = UploadKind(_claim_template_upload, _store_template_upload)
+EXTRACT_KINDS[TEMPLATE_KIND] = _open_template_extract

@@ -2,13 +2,18 @@
 
 from secstor.db.base import Base
 from secstor.db.models.accounts import Account, ApiSession, Domain, User
+from secstor.db.models.chain_moves import SnapshotChainMove
 from secstor.db.models.infra import ImageStore, StoragePool, Zone
 from secstor.db.models.jobs import AsyncJob
 from secstor.db.models.ops import Alert, ConfigurationValue, WorkerHeartbeat
+from secstor.db.models.snapshots import Snapshot, SnapshotPolicy
 from secstor.db.models.template_permissions import LaunchPermission
 from secstor.db.models.templates import TemplateStoreRef, VMTemplate
+from secstor.db.models.volume_transfers import VolumeStoreRef
+from secstor.db.models.volumes import DiskOffering, TemplatePoolCache, VirtualMachine, Volume
 
 __all__ = [
+    "DiskOffering",
     "Base",
     "Account",
     "ApiSession",
@@ -21,7 +26,14 @@ __all__ = [
     "Alert",
     "ConfigurationValue",
     "WorkerHeartbeat",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotChainMove",
     "LaunchPermission",
     "TemplateStoreRef",
     "VMTemplate",
+    "TemplatePoolCache",
+    "VirtualMachine",
+    "Volume",
+    "VolumeStoreRef",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from secstor.db.base import Base, BigId, Identified, UtcDateTime
@@ -12,6 +12,9 @@ from secstor.db.base import Base, BigId, Identified, UtcDateTime
 
 class VMTemplate(Identified, Base):
     __tablename__ = "vm_templates"
+    # listTemplates walks the live templates of one kind in id order, from this index alone
+    # (bench/list_templates.py: 100,000 templates).
+    __table_args__ = (Index("ix_vm_templates_listing", "is_iso", "removed", "id"),)
     name: Mapped[str] = mapped_column(String(255), index=True)
     displaytext: Mapped[str | None] = mapped_column(String(4096))
     format: Mapped[str] = mapped_column(String(16))  # QCOW2 | RAW | VHD | VHDX | VMDK | OVA | ISO
@@ -45,9 +48,12 @@ class TemplateStoreRef(Base):
     """One copy of a template on one image store (CloudStack's template_store_ref)."""
 
     __tablename__ = "template_store_refs"
-    __table_args__ = (UniqueConstraint("template_id", "store_id"),)
+    # (template_id, zone_id, state): listTemplates finds a template's zones (and whether a copy
+    # is Ready) from the index alone, already in the order it lists them.
+    __table_args__ = (UniqueConstraint("template_id", "store_id"),
+                      Index("ix_template_store_refs_listing", "template_id", "zone_id", "state"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    template_id: Mapped[int] = mapped_column(BigId, ForeignKey("vm_templates.id"), index=True)
+    template_id: Mapped[int] = mapped_column(BigId, ForeignKey("vm_templates.id"))
     store_id: Mapped[int] = mapped_column(BigId, ForeignKey("image_stores.id"), index=True)
     zone_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("zones.id"))
     state: Mapped[str] = mapped_column(String(16))  # ObjectInStoreState

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 18:21:43.678615
+Create Date: 2026-11-21 19:08:27.948112
 """
 from alembic import op
 import sqlalchemy as sa
@@ -61,6 +61,22 @@ def upgrade() -> None:
     sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_configuration_values'))
     )
+    op.create_table('disk_offerings',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('display_text', sa.String(length=4096), nullable=False),
+    sa.Column('disk_size', sa.BigInteger(), nullable=True),
+    sa.Column('customized', sa.Boolean(), nullable=False),
+    sa.Column('removed', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_disk_offerings')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_disk_offerings_uuid'))
+    )
+    with op.batch_alter_table('disk_offerings', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_disk_offerings_name'), ['name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_disk_offerings_removed'), ['removed'], unique=False)
+
     op.create_table('domains',
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('path', sa.String(length=255), nullable=False),
@@ -237,6 +253,7 @@ def upgrade() -> None:
     with op.batch_alter_table('vm_templates', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_vm_templates_account_id'), ['account_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_vm_templates_is_iso'), ['is_iso'], unique=False)
+        batch_op.create_index('ix_vm_templates_listing', ['is_iso', 'removed', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_vm_templates_name'), ['name'], unique=False)
         batch_op.create_index(batch_op.f('ix_vm_templates_removed'), ['removed'], unique=False)
 
@@ -267,6 +284,30 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_launch_permissions_account_id'), ['account_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_launch_permissions_template_id'), ['template_id'], unique=False)
 
+    op.create_table('template_pool_cache',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('pool_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('path', sa.String(length=1024), nullable=False),
+    sa.Column('format', sa.String(length=16), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=True),
+    sa.Column('physical_size', sa.BigInteger(), nullable=True),
+    sa.Column('checksum', sa.String(length=255), nullable=True),
+    sa.Column('claim_token', sa.String(length=64), nullable=False),
+    sa.Column('claimed_at', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.Column('error_text', sa.Text(), nullable=True),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['pool_id'], ['storage_pools.id'], name=op.f('fk_template_pool_cache_pool_id_storage_pools')),
+    sa.ForeignKeyConstraint(['template_id'], ['vm_templates.id'], name=op.f('fk_template_pool_cache_template_id_vm_templates')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_template_pool_cache')),
+    sa.UniqueConstraint('template_id', 'pool_id', name=op.f('uq_template_pool_cache_template_id_pool_id'))
+    )
+    with op.batch_alter_table('template_pool_cache', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_template_pool_cache_pool_id'), ['pool_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_template_pool_cache_template_id'), ['template_id'], unique=False)
+
     op.create_table('template_store_refs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -290,19 +331,243 @@ def upgrade() -> None:
     sa.UniqueConstraint('template_id', 'store_id', name=op.f('uq_template_store_refs_template_id_store_id'))
     )
     with op.batch_alter_table('template_store_refs', schema=None) as batch_op:
+        batch_op.create_index('ix_template_store_refs_listing', ['template_id', 'zone_id', 'state'], unique=False)
         batch_op.create_index(batch_op.f('ix_template_store_refs_store_id'), ['store_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_template_store_refs_template_id'), ['template_id'], unique=False)
+
+    op.create_table('vm_instances',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('display_name', sa.String(length=255), nullable=True),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('zone_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('hypervisor', sa.String(length=32), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('error_text', sa.Text(), nullable=True),
+    sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('removed', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_vm_instances_account_id_accounts')),
+    sa.ForeignKeyConstraint(['template_id'], ['vm_templates.id'], name=op.f('fk_vm_instances_template_id_vm_templates')),
+    sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_vm_instances_zone_id_zones')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_vm_instances')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_vm_instances_uuid'))
+    )
+    with op.batch_alter_table('vm_instances', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_vm_instances_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_instances_name'), ['name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_instances_removed'), ['removed'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_instances_template_id'), ['template_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_vm_instances_zone_id'), ['zone_id'], unique=False)
+
+    op.create_table('volumes',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('zone_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('pool_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('vm_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('device_id', sa.Integer(), nullable=True),
+    sa.Column('volume_type', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=32), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
+    sa.Column('format', sa.String(length=16), nullable=False),
+    sa.Column('path', sa.String(length=1024), nullable=True),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('clone_method', sa.String(length=16), nullable=True),
+    sa.Column('error_text', sa.Text(), nullable=True),
+    sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('removed', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_volumes_account_id_accounts')),
+    sa.ForeignKeyConstraint(['pool_id'], ['storage_pools.id'], name=op.f('fk_volumes_pool_id_storage_pools')),
+    sa.ForeignKeyConstraint(['template_id'], ['vm_templates.id'], name=op.f('fk_volumes_template_id_vm_templates')),
+    sa.ForeignKeyConstraint(['vm_id'], ['vm_instances.id'], name=op.f('fk_volumes_vm_id_vm_instances')),
+    sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_volumes_zone_id_zones')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_volumes')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_volumes_uuid'))
+    )
+    with op.batch_alter_table('volumes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_volumes_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volumes_name'), ['name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volumes_pool_id'), ['pool_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volumes_removed'), ['removed'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volumes_template_id'), ['template_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volumes_vm_id'), ['vm_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volumes_zone_id'), ['zone_id'], unique=False)
+
+    op.create_table('snapshot_chain_moves',
+    sa.Column('volume_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('src_store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('dst_store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('job_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['dst_store_id'], ['image_stores.id'], name=op.f('fk_snapshot_chain_moves_dst_store_id_image_stores')),
+    sa.ForeignKeyConstraint(['src_store_id'], ['image_stores.id'], name=op.f('fk_snapshot_chain_moves_src_store_id_image_stores')),
+    sa.ForeignKeyConstraint(['volume_id'], ['volumes.id'], name=op.f('fk_snapshot_chain_moves_volume_id_volumes')),
+    sa.PrimaryKeyConstraint('volume_id', name=op.f('pk_snapshot_chain_moves'))
+    )
+    with op.batch_alter_table('snapshot_chain_moves', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_snapshot_chain_moves_dst_store_id'), ['dst_store_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshot_chain_moves_job_id'), ['job_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshot_chain_moves_src_store_id'), ['src_store_id'], unique=False)
+
+    op.create_table('snapshot_policies',
+    sa.Column('volume_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('interval_type', sa.String(length=16), nullable=False),
+    sa.Column('schedule', sa.String(length=32), nullable=False),
+    sa.Column('timezone', sa.String(length=64), nullable=False),
+    sa.Column('max_snaps', sa.Integer(), nullable=False),
+    sa.Column('next_run_at', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.Column('removed', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['volume_id'], ['volumes.id'], name=op.f('fk_snapshot_policies_volume_id_volumes')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_snapshot_policies')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_snapshot_policies_uuid'))
+    )
+    with op.batch_alter_table('snapshot_policies', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_snapshot_policies_next_run_at'), ['next_run_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshot_policies_removed'), ['removed'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshot_policies_volume_id'), ['volume_id'], unique=False)
+
+    op.create_table('volume_store_refs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('volume_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('zone_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('download_state', sa.String(length=32), nullable=False),
+    sa.Column('download_pct', sa.Integer(), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=True),
+    sa.Column('checksum', sa.String(length=255), nullable=True),
+    sa.Column('sha256', sa.String(length=64), nullable=True),
+    sa.Column('install_path', sa.String(length=1024), nullable=True),
+    sa.Column('size', sa.BigInteger(), nullable=True),
+    sa.Column('physical_size', sa.BigInteger(), nullable=True),
+    sa.Column('expires', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('error_text', sa.Text(), nullable=True),
+    sa.Column('job_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['store_id'], ['image_stores.id'], name=op.f('fk_volume_store_refs_store_id_image_stores')),
+    sa.ForeignKeyConstraint(['volume_id'], ['volumes.id'], name=op.f('fk_volume_store_refs_volume_id_volumes')),
+    sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_volume_store_refs_zone_id_zones')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_volume_store_refs'))
+    )
+    with op.batch_alter_table('volume_store_refs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_volume_store_refs_expires'), ['expires'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volume_store_refs_store_id'), ['store_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_volume_store_refs_volume_id'), ['volume_id'], unique=False)
+
+    op.create_table('snapshots',
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('volume_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('zone_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('snapshot_type', sa.String(length=16), nullable=False),
+    sa.Column('interval_type', sa.String(length=16), nullable=False),
+    sa.Column('policy_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('state', sa.String(length=32), nullable=False),
+    sa.Column('location_type', sa.String(length=16), nullable=False),
+    sa.Column('physical_size', sa.BigInteger(), nullable=False),
+    sa.Column('virtual_size', sa.BigInteger(), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('manifest_key', sa.String(length=1024), nullable=True),
+    sa.Column('pool_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('primary_path', sa.String(length=1024), nullable=True),
+    sa.Column('error_text', sa.Text(), nullable=True),
+    sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('removed', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_snapshots_account_id_accounts')),
+    sa.ForeignKeyConstraint(['policy_id'], ['snapshot_policies.id'], name=op.f('fk_snapshots_policy_id_snapshot_policies')),
+    sa.ForeignKeyConstraint(['pool_id'], ['storage_pools.id'], name=op.f('fk_snapshots_pool_id_storage_pools')),
+    sa.ForeignKeyConstraint(['store_id'], ['image_stores.id'], name=op.f('fk_snapshots_store_id_image_stores')),
+    sa.ForeignKeyConstraint(['volume_id'], ['volumes.id'], name=op.f('fk_snapshots_volume_id_volumes')),
+    sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_snapshots_zone_id_zones')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_snapshots')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_snapshots_uuid'))
+    )
+    with op.batch_alter_table('snapshots', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_snapshots_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshots_name'), ['name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshots_policy_id'), ['policy_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshots_pool_id'), ['pool_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshots_removed'), ['removed'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshots_store_id'), ['store_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshots_volume_id'), ['volume_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_snapshots_zone_id'), ['zone_id'], unique=False)
 
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('snapshots', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_snapshots_zone_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshots_volume_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshots_store_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshots_removed'))
+        batch_op.drop_index(batch_op.f('ix_snapshots_pool_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshots_policy_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshots_name'))
+        batch_op.drop_index(batch_op.f('ix_snapshots_account_id'))
+
+    op.drop_table('snapshots')
+    with op.batch_alter_table('volume_store_refs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_volume_store_refs_volume_id'))
+        batch_op.drop_index(batch_op.f('ix_volume_store_refs_store_id'))
+        batch_op.drop_index(batch_op.f('ix_volume_store_refs_expires'))
+
+    op.drop_table('volume_store_refs')
+    with op.batch_alter_table('snapshot_policies', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_snapshot_policies_volume_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshot_policies_removed'))
+        batch_op.drop_index(batch_op.f('ix_snapshot_policies_next_run_at'))
+
+    op.drop_table('snapshot_policies')
+    with op.batch_alter_table('snapshot_chain_moves', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_snapshot_chain_moves_src_store_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshot_chain_moves_job_id'))
+        batch_op.drop_index(batch_op.f('ix_snapshot_chain_moves_dst_store_id'))
+
+    op.drop_table('snapshot_chain_moves')
+    with op.batch_alter_table('volumes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_volumes_zone_id'))
+        batch_op.drop_index(batch_op.f('ix_volumes_vm_id'))
+        batch_op.drop_index(batch_op.f('ix_volumes_template_id'))
+        batch_op.drop_index(batch_op.f('ix_volumes_removed'))
+        batch_op.drop_index(batch_op.f('ix_volumes_pool_id'))
+        batch_op.drop_index(batch_op.f('ix_volumes_name'))
+        batch_op.drop_index(batch_op.f('ix_volumes_account_id'))
+
+    op.drop_table('volumes')
+    with op.batch_alter_table('vm_instances', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_vm_instances_zone_id'))
+        batch_op.drop_index(batch_op.f('ix_vm_instances_template_id'))
+        batch_op.drop_index(batch_op.f('ix_vm_instances_removed'))
+        batch_op.drop_index(batch_op.f('ix_vm_instances_name'))
+        batch_op.drop_index(batch_op.f('ix_vm_instances_account_id'))
+
+    op.drop_table('vm_instances')
     with op.batch_alter_table('template_store_refs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_template_store_refs_template_id'))
         batch_op.drop_index(batch_op.f('ix_template_store_refs_store_id'))
+        batch_op.drop_index('ix_template_store_refs_listing')
 
     op.drop_table('template_store_refs')
+    with op.batch_alter_table('template_pool_cache', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_template_pool_cache_template_id'))
+        batch_op.drop_index(batch_op.f('ix_template_pool_cache_pool_id'))
+
+    op.drop_table('template_pool_cache')
     with op.batch_alter_table('launch_permissions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_launch_permissions_template_id'))
         batch_op.drop_index(batch_op.f('ix_launch_permissions_account_id'))
@@ -315,6 +580,7 @@ def downgrade() -> None:
     with op.batch_alter_table('vm_templates', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_vm_templates_removed'))
         batch_op.drop_index(batch_op.f('ix_vm_templates_name'))
+        batch_op.drop_index('ix_vm_templates_listing')
         batch_op.drop_index(batch_op.f('ix_vm_templates_is_iso'))
         batch_op.drop_index(batch_op.f('ix_vm_templates_account_id'))
 
@@ -336,6 +602,11 @@ def downgrade() -> None:
 
     op.drop_table('worker_heartbeats')
     op.drop_table('domains')
+    with op.batch_alter_table('disk_offerings', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_disk_offerings_removed'))
+        batch_op.drop_index(batch_op.f('ix_disk_offerings_name'))
+
+    op.drop_table('disk_offerings')
     op.drop_table('configuration_values')
     with op.batch_alter_table('async_jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_async_jobs_claim')

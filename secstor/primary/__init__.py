@@ -1,0 +1,1 @@
+"""Primary storage: where volumes live while in use (see posix.py for the built-in pool)."""
