@@ -191,6 +191,14 @@ for _s in [
     Setting("secstorage.download.max.retries", "5", "Integer", "Advanced",
             "Reconnections a template download may make before it ends in DOWNLOAD_ERROR.", minimum=0,
             extension=True),
+    Setting("secstorage.staging.pull.wait", "600", "Integer", "Storage",
+            "Seconds a use of a template waits for another use's copy of it into the zone's staging store.",
+            minimum=1, extension=True),
+    Setting("secstorage.staging.eviction.threshold", "0.8", "Float", "Storage",
+            "Fill level (used/total) of a staging store above which its least recently used cached copies are "
+            "evicted, down to this level.", minimum=0.0, maximum=1.0, extension=True),
+    Setting("secstorage.staging.eviction.interval", "300", "Integer", "Storage",
+            "Seconds between two eviction passes over the staging stores.", minimum=1, extension=True),
     Setting("secstorage.template.sync.interval", "300", "Integer", "Storage",
             "Seconds between checks that every eligible image store holds the public, featured and system "
             "templates of its zone (a store added or made writable again receives them).", minimum=5,

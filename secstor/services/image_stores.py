@@ -203,8 +203,9 @@ def on_store_added(hook: StoreAddedHook) -> StoreAddedHook:
 
 
 def add_image_store(session: Session, runtime: "Runtime", *, provider: str, url: str | None, name: str | None,
-                    zone: Zone | None, details: dict[str, str] | None = None) -> ImageStore:
-    """Validate, probe, then save a new store with its first capacity measurement."""
+                    zone: Zone | None, details: dict[str, str] | None = None, role: str = "Image") -> ImageStore:
+    """Validate, probe, then save a new store with its first capacity measurement. ``role``
+    ImageCache makes a zone's staging store (secstor.services.staging)."""
     provider = canonical_provider(provider)
     plain, secret = _split_details(dict(details or {}))
     if provider == "S3":
@@ -221,15 +222,15 @@ def add_image_store(session: Session, runtime: "Runtime", *, provider: str, url:
                            capacity=_probe_config(runtime, provider, url, {**plain, **secret}, name))
     store = ImageStore(
         name=name, zone=zone, provider=provider, protocol=protocol, url=url,
-        scope="ZONE" if zone is not None else "REGION", role="Image", readonly=False,
+        scope="ZONE" if zone is not None else "REGION", role=role, readonly=False,
         details_json=json.dumps(plain, sort_keys=True),
         secrets_enc=runtime.secrets.encrypt_json(secret) if secret else None, created=runtime.now(),
     )
     session.add(store)
     _flush_new_name(session, name)
     record_measurement(session, runtime, store.id, measured)
-    log.info("image store %s (%s) added: provider %s, url %s, scope %s", store.name, store.uuid, provider, url,
-             store.scope)
+    log.info("image store %s (%s) added: provider %s, url %s, scope %s, role %s", store.name, store.uuid, provider,
+             url, store.scope, role)
     for hook in STORE_ADDED_HOOKS:
         hook(session, runtime, store)
     return store

@@ -46,7 +46,7 @@ from secstor.domain.states import OBJECT_IN_STORE, DownloadState, JobState, Obje
 from secstor.movers.checksums import Checksum, MultiHasher, parse_checksum
 from secstor.movers.transfer import TransferError, copy_verified
 from secstor.services.capacity import measure_store, record_measurement
-from secstor.stores.base import StoreDriver, StoreError
+from secstor.stores.base import ObjectInfo, StoreDriver, StoreError
 
 if TYPE_CHECKING:
     from secstor.jobs.handlers import JobContext
@@ -69,6 +69,10 @@ NOT_ALL_MIGRATED = "Not all data objects were migrated"
 DEFAULT_BYTES_PER_SECOND = 100 * 1000 * 1000
 # Weight of the newest copy in a worker's running throughput average.
 THROUGHPUT_WEIGHT = 0.3
+# Files of one move copied at once: a snapshot chain is thousands of 256 KiB chunks, each a
+# few round trips, so one after another they leave the link idle.  Small, because each copy
+# may hold up to (max_concurrency + 1) S3 parts in memory and sessions multiply it.
+FILE_COPIES_PER_MOVE = 4
 
 S, E = ObjectInStoreState, ObjectInStoreEvent
 
@@ -521,24 +525,33 @@ class Mover:
 
     def _copy(self, kind: ObjectKind, src: StoreDriver, dst: StoreDriver, prefix: str, claim: Claim) -> int:
         dst.delete_prefix(prefix)  # the destination row is this job's: anything there is a dead attempt's
-        total = 0
-        for info in list(src.list(prefix)):
-            if kind.copy_object(src, dst, info.key, self.on_bytes):
-                total += info.size
-                continue
-            if info.key == claim.main_key and claim.checksum:
-                expected = parse_checksum(claim.checksum)
-            else:
-                expected = _source_checksum(src, info.key)
-            done = [0]
+        files = list(src.list(prefix))
+        if len(files) <= 1:
+            return sum(self._copy_file(kind, src, dst, info, claim) for info in files)
+        with ThreadPoolExecutor(min(FILE_COPIES_PER_MOVE, len(files)), thread_name_prefix="migrate-file") as pool:
+            futures = [pool.submit(self._copy_file, kind, src, dst, info, claim) for info in files]
+            try:
+                return sum(f.result() for f in futures)
+            except BaseException:
+                for f in futures:
+                    f.cancel()  # the move has failed: copy nothing more (the pool waits for running ones)
+                raise
 
-            def progress(n: int, done=done) -> None:
-                self.on_bytes(n - done[0])
-                done[0] = n
+    def _copy_file(self, kind: ObjectKind, src: StoreDriver, dst: StoreDriver, info: ObjectInfo, claim: Claim) -> int:
+        if kind.copy_object(src, dst, info.key, self.on_bytes):
+            return info.size
+        if info.key == claim.main_key and claim.checksum:
+            expected = parse_checksum(claim.checksum)
+        else:
+            expected = _source_checksum(src, info.key)
+        done = [0]
 
-            copy_verified(src, info.key, dst, info.key, expected=expected, progress=progress)
-            total += info.size
-        return total
+        def progress(n: int) -> None:
+            self.on_bytes(n - done[0])
+            done[0] = n
+
+        copy_verified(src, info.key, dst, info.key, expected=expected, progress=progress)
+        return info.size
 
     def _undo(self, kind: ObjectKind, oid: int, src_id: int, dst_id: int, dst: StoreDriver, prefix: str) -> None:
         if self._tx(lambda s: kind.release(s, oid, src_id, dst_id, self.job_id, self.runtime.now())):

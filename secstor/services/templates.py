@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import and_, false, or_, select, union_all
 from sqlalchemy.orm import Bundle, Session
 
 from secstor.api.format import cs_date, drop_none
@@ -24,6 +24,7 @@ from secstor.movers.download import DownloadOptions, download_to_store
 from secstor.movers.inspect import ImageRejected, inspect_store_object
 from secstor.movers.transfer import TransferError, TransferResult
 from secstor.services.image_stores import store_reference_check
+from secstor.services.staging import STAGING_ROLE, delete_cached_copy
 from secstor.stores.base import StoreError
 
 if TYPE_CHECKING:
@@ -93,9 +94,14 @@ def _zones(session: Session, zone_ids: list[str]) -> tuple[list[Zone], bool]:
 
 
 def _placement(session: Session, runtime: "Runtime", zones: list[Zone], replicate: bool,
-               what: str, name: str, cross_zones: bool) -> list[tuple[Zone, ImageStore]]:
+               what: str, name: str, cross_zones: bool, *, region_wide: bool
+               ) -> list[tuple[Zone | None, ImageStore]]:
+    """(zone, store) of each copy to make; zone None for the one copy on a region-wide store."""
     algorithm = runtime.settings.get("image.store.allocation.algorithm")
     threshold = runtime.settings.get("secondary.storage.capacity.threshold")
+    region = region_store_to_receive(session, algorithm, threshold) if region_wide else None
+    if region is not None:
+        return [(None, region)]
     stores_by_zone: dict[int, list[ImageStore]] = defaultdict(list)
     for store in session.scalars(select(ImageStore).where(ImageStore.zone_id.in_([z.id for z in zones]),
                                                           ImageStore.removed.is_(None)).order_by(ImageStore.id)):
@@ -112,6 +118,18 @@ def _placement(session: Session, runtime: "Runtime", zones: list[Zone], replicat
     return placed
 
 
+def region_store_to_receive(session: Session, algorithm: str, threshold: float) -> ImageStore | None:
+    """The region-wide store that gets a registered template's one canonical copy, if any.
+
+    As CloudStack with an S3 store: once a region store exists it is every zone's home for new
+    templates and ISOs, and zones pull copies into their staging stores (secstor.services.staging).
+    """
+    stores = list(session.scalars(select(ImageStore).where(ImageStore.scope == "REGION", ImageStore.zone_id.is_(None),
+                                                           ImageStore.removed.is_(None)).order_by(ImageStore.id)))
+    chosen = dt.stores_to_receive(stores, replicate=False, algorithm=algorithm, threshold=threshold)
+    return chosen[0] if chosen else None
+
+
 def create_with_copies(session: Session, runtime: "Runtime", spec: NewTemplate, zone_ids: list[str], *,
                        download_state: DownloadState, single_store: bool = False
                        ) -> tuple[VMTemplate, list[TemplateStoreRef]]:
@@ -121,11 +139,13 @@ def create_with_copies(session: Session, runtime: "Runtime", spec: NewTemplate, 
     zones, cross_zones = _zones(session, zone_ids)
     replicate = not single_store and dt.replicated(is_public=spec.is_public, featured=spec.featured,
                                                    template_type=spec.template_type)
-    placed = _placement(session, runtime, zones, replicate, what, spec.name, cross_zones)
+    # An upload or a createTemplate lands in the zone it was asked in, region store or not.
+    placed = _placement(session, runtime, zones, replicate, what, spec.name, cross_zones,
+                        region_wide=not single_store)
     template = VMTemplate(**vars(spec), cross_zones=cross_zones, created=runtime.now())
     session.add(template)
     session.flush()
-    refs = [TemplateStoreRef(template_id=template.id, store_id=store.id, zone_id=zone.id,
+    refs = [TemplateStoreRef(template_id=template.id, store_id=store.id, zone_id=zone.id if zone else None,
                              state=ObjectInStoreState.Allocated.value, download_state=download_state.value,
                              download_pct=0, created=runtime.now())
             for zone, store in placed]
@@ -340,8 +360,12 @@ def delete(runtime: "Runtime", template_id: int, zone_id: int | None, job_log) -
         s.flush()
         s.expunge_all()
     for ref_id, store in targets:
-        removed = runtime.drivers.for_store(store).delete_prefix(directory + "/")
-        job_log.info("template %s: %d objects removed from store %s", template.uuid, removed, store.name)
+        if store.role == STAGING_ROLE:  # an offline staging store must not hold the deletion up
+            removed = delete_cached_copy(runtime, store, directory + "/", job_log)
+        else:
+            removed = runtime.drivers.for_store(store).delete_prefix(directory + "/")
+        if removed is not None:
+            job_log.info("template %s: %d objects removed from store %s", template.uuid, removed, store.name)
         with runtime.session() as s:
             ref = s.get(TemplateStoreRef, ref_id)
             if ref is not None:
@@ -359,6 +383,38 @@ def _holds_template_copies(session: Session, runtime: "Runtime", store: ImageSto
     held = session.scalar(select(TemplateStoreRef.id).join(VMTemplate, VMTemplate.id == TemplateStoreRef.template_id)
                           .where(TemplateStoreRef.store_id == store.id, VMTemplate.removed.is_(None)).limit(1))
     return "Cannot delete image store with active templates backup!" if held is not None else None
+
+
+# ---- region-wide copies in the listing (issue 6) -----------------------------------------------
+# A copy on a region-wide store has no zone (zone_id NULL) and counts for every live zone.
+
+def copy_zones(template_ids: tuple[int, int] | None = None):
+    """(template_id, zone_id, state) of every copy and zone it serves: its own zone, or every
+    live zone for a copy on a region-wide store; only of templates in the ``template_ids``
+    range if given (inside the union, so SQLite does not build it for every template)."""
+    ref = TemplateStoreRef
+    own = select(ref.template_id, ref.zone_id, ref.state).where(ref.zone_id.is_not(None))
+    region = (select(ref.template_id, Zone.id.label("zone_id"), ref.state)
+              .join(Zone, and_(ref.zone_id.is_(None), Zone.removed.is_(None))))
+    if template_ids is not None:
+        own, region = (part.where(ref.template_id.between(*template_ids)) for part in (own, region))
+    return union_all(own, region).subquery("copy_zones")
+
+
+def with_region_copies(session: Session, pairs: list[tuple[int, int | None]],
+                       copies: dict[tuple[int, int | None], list]) -> dict[tuple[int, int | None], list]:
+    """``copies`` by (template, zone) with each template's region-wide copies added to every
+    zone of ``pairs``, named as that zone (template_response reads the zone off its copies)."""
+    if not any(t_zone[1] is None for t_zone in copies):
+        return copies
+    zones = {z.id: z for z in session.execute(select(Zone.id, Zone.uuid, Zone.name)
+                                              .where(Zone.id.in_({z for _, z in pairs if z is not None})))}
+    merged = defaultdict(list, copies)
+    for t, z in pairs:
+        if z is not None and copies.get((t, None)):
+            merged[(t, z)] = list(copies.get((t, z), [])) + [(*row[:4], zones[z].uuid, zones[z].name)
+                                                               for row in copies[(t, None)]]
+    return merged
 
 
 # ---- listing ----------------------------------------------------------------------------------
@@ -401,16 +457,20 @@ def _visible(q: ListQuery):
     return visible
 
 
-def zone_rows_select(q: ListQuery):
-    """(template id, zone id) pairs to list, one per template and zone, as CloudStack lists."""
-    stmt = (select(VMTemplate.id, TemplateStoreRef.zone_id)
-            .join(TemplateStoreRef, TemplateStoreRef.template_id == VMTemplate.id)
+def zone_rows_select(q: ListQuery, template_ids: tuple[int, int] | None = None):
+    """(template id, zone id) pairs to list, one per template and zone, as CloudStack lists;
+    only of templates with ids in the ``template_ids`` range (first, last) if given."""
+    copy = copy_zones(template_ids)
+    stmt = (select(VMTemplate.id, copy.c.zone_id)
+            .join(copy, copy.c.template_id == VMTemplate.id)
             .where(VMTemplate.removed.is_(None), VMTemplate.is_iso.is_(q.is_iso)).distinct())
+    if template_ids is not None:
+        stmt = stmt.where(VMTemplate.id.between(*template_ids))
     visible = _visible(q)
     if visible is not None:
         stmt = stmt.where(visible)
     if q.visibility.ready_only or q.ready_only:
-        stmt = stmt.where(TemplateStoreRef.state == ObjectInStoreState.Ready.value)
+        stmt = stmt.where(copy.c.state == ObjectInStoreState.Ready.value)
     if q.template_uuid:
         stmt = stmt.where(VMTemplate.uuid == q.template_uuid)
     if q.name:
@@ -418,14 +478,14 @@ def zone_rows_select(q: ListQuery):
     if q.keyword:
         stmt = stmt.where(VMTemplate.name.contains(q.keyword, autoescape=True))
     if q.zone_id is not None:
-        stmt = stmt.where(TemplateStoreRef.zone_id == q.zone_id)
+        stmt = stmt.where(copy.c.zone_id == q.zone_id)
     if q.hypervisor:
         stmt = stmt.where(VMTemplate.hypervisor == q.hypervisor)
     if q.bootable is not None:
         stmt = stmt.where(VMTemplate.bootable.is_(q.bootable))
     if q.is_public is not None:
         stmt = stmt.where(VMTemplate.is_public.is_(q.is_public))
-    return stmt.order_by(VMTemplate.id, TemplateStoreRef.zone_id)
+    return stmt.order_by(VMTemplate.id, copy.c.zone_id)
 
 
 _REF_COLUMNS = ("id", "template_id", "zone_id", "state", "download_state", "download_pct", "error_text")
@@ -450,6 +510,7 @@ def responses(session: Session, pairs: list[tuple[int, int | None]], *, is_admin
         .where(TemplateStoreRef.template_id.in_(ids)).order_by(TemplateStoreRef.id))
     for row in rows:
         copies[(row[0].template_id, row[0].zone_id)].append(row)
+    copies = with_region_copies(session, pairs, copies)
     return [template_response(templates[t], accounts[templates[t].account_id], copies[(t, z)], is_admin=is_admin)
             for t, z in pairs]
 
@@ -512,6 +573,6 @@ def template_response(t: VMTemplate, account: Account, copies: list, *, is_admin
 
 def responses_of(session: Session, template: VMTemplate, *, is_admin: bool) -> list[dict[str, Any]]:
     """Every zone's response of one template (registration answers, job results)."""
-    zones = session.scalars(select(TemplateStoreRef.zone_id).where(TemplateStoreRef.template_id == template.id)
-                            .distinct()).all()
+    copy = copy_zones()
+    zones = session.scalars(select(copy.c.zone_id).where(copy.c.template_id == template.id).distinct()).all()
     return responses(session, [(template.id, z) for z in sorted(zones, key=lambda z: z or 0)], is_admin=is_admin)

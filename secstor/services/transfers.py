@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from secstor.api.format import cs_date
@@ -33,6 +33,7 @@ from secstor.movers.checksums import parse_checksum
 from secstor.movers.transfer import SizeLimitExceeded, TransferError, write_verified
 from secstor.security.tickets import TicketRefused, TicketSigner, UploadTicket
 from secstor.services import templates as svc
+from secstor.services.staging import pull_to_staging
 from secstor.stores.base import StoreError
 
 if TYPE_CHECKING:
@@ -239,15 +240,19 @@ def ready_copy(session: Session, template: VMTemplate, zone_id: int | None) -> t
                    TemplateStoreRef.state == ObjectInStoreState.Ready.value)
             .order_by(TemplateStoreRef.id).limit(1))
     if zone_id is not None:
-        stmt = stmt.where(TemplateStoreRef.zone_id == zone_id)
+        # The zone's own copies first, else a region-wide copy (it serves every zone).
+        stmt = (stmt.where(or_(TemplateStoreRef.zone_id == zone_id, TemplateStoreRef.zone_id.is_(None)))
+                .order_by(None).order_by(TemplateStoreRef.zone_id.is_(None), TemplateStoreRef.id))
     found = session.execute(stmt).first()
     if found is None:
         raise InvalidParameter(f"The {'ISO' if template.is_iso else 'template'} has not been downloaded", "id")
-    return found[0], found[1]
+    return found[0], found[1] if found[1] is not None or zone_id is None else session.get(Zone, zone_id)
 
 
 def extract(runtime: "Runtime", template_id: int, zone_id: int | None, base_url: str) -> dict[str, Any]:
     """A signed, expiring URL to a Ready copy (of the zone given, else any): the ExtractResponse."""
+    if zone_id is not None:
+        pull_to_staging(runtime, template_id, zone_id, log)
     with reading(runtime) as s:
         template = s.get(VMTemplate, template_id)
         what = "ISO" if template.is_iso else "template"

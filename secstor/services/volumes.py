@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from secstor.domain.volumes import GONE_STATES, VOLUME, VolumeEvent, VolumeState
 from secstor.movers.checksums import parse_checksum
 from secstor.movers.transfer import TransferError, copy_verified
 from secstor.primary.posix import CACHE_DIR, FORMATS, PoolError, PosixPool
+from secstor.services.staging import pull_to_staging
 from secstor.services.volume_transfers import upload_percentages, upload_status
 from secstor.stores.base import StoreError
 from secstor.stores.local import LocalDriver
@@ -363,6 +364,15 @@ def _claim(runtime: "Runtime", template_id: int, pool_id: int, token: str) -> in
 def _copy_to_pool(runtime: "Runtime", row_id: int, token: str, job_log) -> CachedTemplate:
     with runtime.session() as s:
         row = s.get(TemplatePoolCache, row_id)
+        template_id, zone_id = row.template_id, s.get(StoragePool, row.pool_id).zone_id
+    try:
+        pull_to_staging(runtime, template_id, zone_id, job_log)  # a region-wide template: via the zone's staging
+    except OperationFailed as exc:
+        with runtime.session() as s:
+            _fail_claim(s, s.get(TemplatePoolCache, row_id), token, runtime.now(), str(exc))
+        raise
+    with runtime.session() as s:
+        row = s.get(TemplatePoolCache, row_id)
         pool = s.get(StoragePool, row.pool_id)
         template = s.get(VMTemplate, row.template_id)
         ref = ready_template_copy_in_zone(s, template, pool.zone)
@@ -409,7 +419,10 @@ def _fail_claim(session: Session, row: TemplatePoolCache, token: str, now, reaso
 
 def ready_template_copy_in_zone(session: Session, template: VMTemplate, zone: Zone) -> TemplateStoreRef | None:
     return session.scalars(select(TemplateStoreRef).join(ImageStore, ImageStore.id == TemplateStoreRef.store_id)
-                           .where(TemplateStoreRef.template_id == template.id, TemplateStoreRef.zone_id == zone.id,
+                           .where(TemplateStoreRef.template_id == template.id,
+                                  or_(TemplateStoreRef.zone_id == zone.id, TemplateStoreRef.zone_id.is_(None)),
                                   TemplateStoreRef.state == ObjectInStoreState.Ready.value,
-                                  ImageStore.removed.is_(None)).order_by(TemplateStoreRef.id)).first()
+                                  ImageStore.removed.is_(None))
+                           # the zone's own copies (staging included) first, else a region-wide one
+                           .order_by(TemplateStoreRef.zone_id.is_(None), TemplateStoreRef.id)).first()
 

@@ -49,6 +49,7 @@ MAX_PART = 5 * GiB
 MAX_PARTS = 10_000
 PARTS_PER_DOUBLING = 1000  # unknown-size uploads double their part size this often
 MAX_COPY_OBJECT = 5 * GiB  # S3: largest object a single CopyObject may copy
+POOLED_WRITERS = 16  # concurrent multipart uploads one driver keeps connections for
 #: Reported total when no quota is configured: S3 has no capacity of its own, and a fixed
 #: large figure keeps "fullest store" placement arithmetic well defined.
 UNLIMITED_TOTAL = 1 << 50  # 1 PiB
@@ -90,6 +91,10 @@ class S3Config:
     checksum_mode: str = "when_required"
     part_size: int = 16 * MiB
     max_concurrency: int = 4
+    #: Objects of known size below this go as one PutObject (rclone's cutoff is 200 MiB): a
+    #: multipart upload costs two more round trips and the server's reassembly of the parts.
+    #: Capped by the memory bound of a multipart upload, (max_concurrency + 1) x part_size.
+    single_put_max: int = 64 * MiB
     quota_bytes: int | None = None
     multipart_copy_threshold: int = MAX_COPY_OBJECT
 
@@ -108,6 +113,8 @@ class S3Config:
             raise InvalidStoreParameter("part_size", f"must be between {MIN_PART} and {MAX_PART} bytes")
         if self.max_concurrency < 1:
             raise InvalidStoreParameter("max_concurrency", "must be at least 1")
+        if self.single_put_max < 0:
+            raise InvalidStoreParameter("single_put_max", "must not be negative")
         for name in ("connection_timeout_ms", "socket_timeout_ms", "max_error_retry"):
             if getattr(self, name) < 0:
                 raise InvalidStoreParameter(name, "must not be negative")
@@ -133,6 +140,13 @@ class S3Config:
         return ep
 
     @property
+    def single_put_limit(self) -> int:
+        """Largest object one PutObject carries; 0 when single PUTs are off (below S3's
+        minimum part size, a stream longer than its hint could not turn into a first part)."""
+        limit = min(self.single_put_max, (self.max_concurrency + 1) * self.part_size, MAX_PART)
+        return limit if limit >= MIN_PART else 0
+
+    @property
     def key_prefix(self) -> str:
         p = self.prefix.strip("/")
         return p + "/" if p else ""
@@ -147,7 +161,8 @@ def _utc(dt: datetime) -> datetime:
 
 
 class _S3Writer(ObjectWriter):
-    """Buffers one part; small objects become one PutObject, large ones a parallel multipart upload.
+    """Buffers one part; objects whose size hint is below ``single_put_limit`` (and small
+    ones of unknown size) become one PutObject, the others a parallel multipart upload.
 
     The writer thread blocks while ``max_concurrency`` parts are in flight, so memory stays
     below (max_concurrency + 1) x part size whatever the object size.
@@ -159,6 +174,10 @@ class _S3Writer(ObjectWriter):
         self._s3key = driver._s3key(key)
         self._base_part = driver.part_size_for(size_hint)
         self._unknown_size = size_hint is None
+        limit = driver.config.single_put_limit
+        # Buffer the whole object for one PUT; a stream longer than its hint still works: the
+        # full buffer becomes part 1 of a multipart upload (S3 parts may differ in size).
+        self._single_put = limit if size_hint is not None and size_hint < limit else 0
         self._buf = bytearray()
         self._upload_id: str | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -167,6 +186,8 @@ class _S3Writer(ObjectWriter):
         self._failed: Future | None = None
 
     def _part_size(self) -> int:
+        if self._single_put and not self._futures:
+            return self._single_put
         if not self._unknown_size:
             return self._base_part  # already sized to fit the hint in 10,000 parts
         # Unknown size: doubling every 1000 parts reaches ~16 TB (at 16 MiB) within 10,000 parts,
@@ -279,7 +300,10 @@ class S3Driver(StoreDriver):
                 read_timeout=config.socket_timeout_ms / 1000,
                 retries={"max_attempts": config.max_error_retry, "mode": "standard"},
                 tcp_keepalive=config.use_tcp_keepalive,
-                max_pool_connections=max(10, 4 * config.max_concurrency),
+                # Shared by every writer of this store (migration sessions, file copies of a move,
+                # download jobs): a pool smaller than the streams in use drops and reopens
+                # connections.  Connections open only when needed, so the cap costs nothing.
+                max_pool_connections=POOLED_WRITERS * config.max_concurrency,
                 request_checksum_calculation=config.checksum_mode,
                 response_checksum_validation=config.checksum_mode,
             ),

@@ -180,6 +180,7 @@ def test_capacity_total_is_quota_or_sentinel(moto_server, bucket):
         ({"signer": "AWS4"}, "signer"),
         ({"checksum_mode": "always"}, "checksum_mode"),
         ({"part_size": MiB}, "part_size"),
+        ({"single_put_max": -1}, "single_put_max"),
         ({"secret_key": ""}, "secret_key"),
     ],
 )
@@ -189,3 +190,17 @@ def test_config_validation_names_the_parameter(overrides, param):
         S3Config(**settings)
     assert err.value.param == param
     assert isinstance(err.value, ValueError)
+
+
+def test_object_below_single_put_limit_is_one_put_even_if_longer_than_its_hint(s3_driver, s3_admin):
+    """One PutObject (no multipart ETag) when the hint is under the limit; a stream that turns
+    out longer than its hint still lands whole, as a multipart upload."""
+    limit = s3_driver.config.single_put_limit
+    assert limit == 25 * MiB  # (max_concurrency 4 + 1) x 5 MiB parts caps the 64 MiB default
+    small = os.urandom(limit - MiB)
+    s3_driver.put("one-put", [small], size_hint=len(small))
+    assert "-" not in s3_admin.head_object(Bucket=s3_driver.bucket, Key="one-put")["ETag"]
+    longer = os.urandom(limit + 7 * MiB)
+    s3_driver.put("longer", [longer[i : i + MiB] for i in range(0, len(longer), MiB)], size_hint=MiB)
+    assert s3_admin.head_object(Bucket=s3_driver.bucket, Key="longer")["ETag"].strip('"').endswith("-3")
+    assert b"".join(s3_driver.open_reader("longer")) == longer

@@ -120,6 +120,9 @@ def test_every_filter_shows_a_user_and_an_admin_what_cloudstack_shows(admin_cs, 
     # the owner of the shared templates still sees them as its own, not as shared
     assert names(other_user.cs, p, templatefilter="shared") == set()
     assert names(other_user.cs, p, templatefilter="self") == {"unshared", "public", "shared", "shared-pending"}
+    # regular_user is shared by the whole session: leave it seeing only its own and public objects
+    for tid in (shared, shared_pending):
+        other_user.cs.updateTemplatePermissions(id=tid, accounts=regular_user.account["name"], op="remove")
 
 
 def test_permissions_add_remove_reset_and_list(admin_cs, regular_user, other_user, make_row, unique_name):

@@ -155,7 +155,17 @@ def add_secondary_storage(ctx: CallContext, p: dict[str, Any]) -> ObjectResult:
     response_fields=IMAGE_STORE_FIELDS,
 )
 def list_image_stores(ctx: CallContext, p: dict[str, Any]) -> ListResult:
-    stmt = select(ImageStore).where(ImageStore.removed.is_(None)).order_by(ImageStore.id)
+    # Staging stores (role ImageCache) are listSecondaryStagingStores' own, as in CloudStack.
+    stmt = filter_stores(select(ImageStore).where(ImageStore.role == "Image"), p)
+    if "readonly" in p:
+        stmt = stmt.where(ImageStore.readonly == p["readonly"])
+    rows, total = ctx.page(p, stmt)
+    return ListResult("imagestore", [image_store_response(s) for s in rows], total)
+
+
+def filter_stores(stmt, p: dict[str, Any]):
+    """listImageStores' and listSecondaryStagingStores' common filters on live stores."""
+    stmt = stmt.where(ImageStore.removed.is_(None)).order_by(ImageStore.id)
     if "id" in p:
         stmt = stmt.where(ImageStore.uuid == p["id"])
     if "name" in p:
@@ -166,12 +176,9 @@ def list_image_stores(ctx: CallContext, p: dict[str, Any]) -> ListResult:
         stmt = stmt.where(ImageStore.provider == PROVIDERS.get(p["provider"].strip().lower(), p["provider"]))
     if "protocol" in p:
         stmt = stmt.where(ImageStore.protocol == p["protocol"].strip().lower())
-    if "readonly" in p:
-        stmt = stmt.where(ImageStore.readonly == p["readonly"])
     if "keyword" in p:
         stmt = stmt.where(ImageStore.name.contains(p["keyword"], autoescape=True))
-    rows, total = ctx.page(p, stmt)
-    return ListResult("imagestore", [image_store_response(s) for s in rows], total)
+    return stmt
 
 
 @api_command(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
-
 from secstor.api.context import CallContext
 from secstor.api.params import Param, PType
 from secstor.api.registry import ALL_ROLES, api_command
@@ -14,6 +12,7 @@ from secstor.db.models import VMTemplate, Zone
 from secstor.domain import templates as dt
 from secstor.domain.errors import InvalidParameter, NotFound
 from secstor.services import templates as svc
+from secstor.services.template_listing import page_of_pairs
 
 _COMMON_REGISTER_PARAMS = [
     Param("name", required=True, description="the name of the template or ISO"),
@@ -148,12 +147,7 @@ def _list(ctx: CallContext, p: dict[str, Any], *, is_iso: bool, filter_param: st
         hypervisor=p.get("hypervisor"), bootable=p.get("bootable"), is_public=p.get("ispublic"),
         ready_only=bool(p.get("isready")),
     )
-    stmt = svc.zone_rows_select(q)
-    total = ctx.db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    window = ctx._page_window(p)
-    if window is not None:
-        stmt = stmt.offset(window[0]).limit(window[1])
-    pairs = [(t, z) for t, z in ctx.db.execute(stmt)]
+    pairs, total = page_of_pairs(ctx.db, lambda ids: svc.zone_rows_select(q, ids), q, ctx._page_window(p))
     return ListResult("iso" if is_iso else "template", svc.responses(ctx.db, pairs, is_admin=ctx.caller.is_admin),
                       total)
 

@@ -7,6 +7,7 @@ from secstor.db.models.infra import ImageStore, StoragePool, Zone
 from secstor.db.models.jobs import AsyncJob
 from secstor.db.models.ops import Alert, ConfigurationValue, WorkerHeartbeat
 from secstor.db.models.snapshots import Snapshot, SnapshotPolicy
+from secstor.db.models.staging import PendingStoreDeletion
 from secstor.db.models.template_permissions import LaunchPermission
 from secstor.db.models.templates import TemplateStoreRef, VMTemplate
 from secstor.db.models.volume_transfers import VolumeStoreRef
@@ -30,6 +31,7 @@ __all__ = [
     "SnapshotPolicy",
     "SnapshotChainMove",
     "LaunchPermission",
+    "PendingStoreDeletion",
     "TemplateStoreRef",
     "VMTemplate",
     "TemplatePoolCache",

@@ -67,3 +67,5 @@ class TemplateStoreRef(Base):
     job_id: Mapped[int | None] = mapped_column(BigId)
     created: Mapped[datetime] = mapped_column(UtcDateTime)
     updated: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When a staging copy (ImageCache store) last served a use: least recently used go first.
+    last_used: Mapped[datetime | None] = mapped_column(UtcDateTime)

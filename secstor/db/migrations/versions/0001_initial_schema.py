@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 19:08:27.948112
+Create Date: 2026-11-21 19:44:39.884037
 """
 from alembic import op
 import sqlalchemy as sa
@@ -195,6 +195,21 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_alerts')),
     sa.UniqueConstraint('uuid', name=op.f('uq_alerts_uuid'))
     )
+    op.create_table('pending_store_deletions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('prefix', sa.String(length=1024), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
+    sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['store_id'], ['image_stores.id'], name=op.f('fk_pending_store_deletions_store_id_image_stores')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_pending_store_deletions')),
+    sa.UniqueConstraint('store_id', 'prefix', name=op.f('uq_pending_store_deletions_store_id_prefix'))
+    )
+    with op.batch_alter_table('pending_store_deletions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_pending_store_deletions_store_id'), ['store_id'], unique=False)
+
     op.create_table('users',
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('username', sa.String(length=255), nullable=False),
@@ -324,6 +339,7 @@ def upgrade() -> None:
     sa.Column('job_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('created', secstor.db.base.UtcDateTime(), nullable=False),
     sa.Column('updated', secstor.db.base.UtcDateTime(), nullable=True),
+    sa.Column('last_used', secstor.db.base.UtcDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['store_id'], ['image_stores.id'], name=op.f('fk_template_store_refs_store_id_image_stores')),
     sa.ForeignKeyConstraint(['template_id'], ['vm_templates.id'], name=op.f('fk_template_store_refs_template_id_vm_templates')),
     sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_template_store_refs_zone_id_zones')),
@@ -586,6 +602,10 @@ def downgrade() -> None:
 
     op.drop_table('vm_templates')
     op.drop_table('users')
+    with op.batch_alter_table('pending_store_deletions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_pending_store_deletions_store_id'))
+
+    op.drop_table('pending_store_deletions')
     op.drop_table('alerts')
     with op.batch_alter_table('storage_pools', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_storage_pools_zone_id'))
