@@ -156,7 +156,43 @@ def object_kind(kind: ObjectKind) -> ObjectKind:
     return kind
 
 
-class TemplateKind(ObjectKind):
+class RefTableKind(ObjectKind):
+    """A kind whose copies are rows of a per-store ref table (TemplateStoreRef, VolumeStoreRef)
+    going through the OBJECT_IN_STORE machine: the claim checks on the source copy, forgetting the
+    source and releasing a failed move are the same for all of them."""
+
+    @abc.abstractmethod
+    def _ref(self, session: Session, object_id: int, store_id: int) -> Any:
+        """The object's copy on a store, locked for update, or None."""
+
+    @staticmethod
+    def _source_verdict(src: Any, dst_ready: bool, job_id: int) -> Claim | None:
+        """The claim's answer decided by the source copy alone, or None to go on claiming."""
+        if src is None:
+            return Claim("done") if dst_ready else Claim("refused", reason="it is no longer on the source store")
+        ours = src.job_id == job_id
+        if src.state == S.Destroyed.value and ours:
+            return Claim("delete_source")
+        if not (src.state == S.Ready.value or (src.state == S.Migrating.value and ours)):
+            return Claim("refused", reason=f"its copy on the source store is {src.state}")
+        return None
+
+    def forget_source(self, session, object_id, src_id, job_id):
+        src = self._ref(session, object_id, src_id)
+        if src is not None and src.job_id == job_id and src.state == S.Destroyed.value:
+            session.delete(src)
+
+    def release(self, session, object_id, src_id, dst_id, job_id, now):
+        src, dst = self._ref(session, object_id, src_id), self._ref(session, object_id, dst_id)
+        if src is not None and src.job_id == job_id and src.state == S.Migrating.value:
+            src.state, src.updated = OBJECT_IN_STORE.next_state(src.state, E.OperationFailed), now
+        if dst is not None and dst.job_id == job_id and dst.state == S.Creating.value:
+            session.delete(dst)
+            return True
+        return False
+
+
+class TemplateKind(RefTableKind):
     """Templates and ISOs (one table): their per-store rows are TemplateStoreRef."""
 
     name = "template"
@@ -198,13 +234,9 @@ class TemplateKind(ObjectKind):
         dst_ready = dst is not None and dst.state == S.Ready.value
         if template is None or template.removed is not None:
             return Claim("refused", reason="it was deleted")
-        if src is None:
-            return Claim("done") if dst_ready else Claim("refused", reason="it is no longer on the source store")
-        ours = src.job_id == job_id
-        if src.state == S.Destroyed.value and ours:
-            return Claim("delete_source")
-        if not (src.state == S.Ready.value or (src.state == S.Migrating.value and ours)):
-            return Claim("refused", reason=f"its copy on the source store is {src.state}")
+        verdict = self._source_verdict(src, dst_ready, job_id)
+        if verdict is not None:
+            return verdict
         if dst is not None and not dst_ready and not (dst.job_id == job_id and dst.state == S.Creating.value):
             return Claim("refused", reason=f"the destination holds a copy of it that is {dst.state} "
                                            f"({dst.download_state})")
@@ -236,21 +268,6 @@ class TemplateKind(ObjectKind):
         src.state = OBJECT_IN_STORE.next_state(src.state, E.MigrationSucceeded)
         src.updated = now
         return True
-
-    def forget_source(self, session, object_id, src_id, job_id):
-        src = self._ref(session, object_id, src_id)
-        if src is not None and src.job_id == job_id and src.state == S.Destroyed.value:
-            session.delete(src)
-
-    def release(self, session, object_id, src_id, dst_id, job_id, now):
-        src, dst = self._ref(session, object_id, src_id), self._ref(session, object_id, dst_id)
-        if src is not None and src.job_id == job_id and src.state == S.Migrating.value:
-            src.state = OBJECT_IN_STORE.next_state(src.state, E.OperationFailed)
-            src.updated = now
-        if dst is not None and dst.job_id == job_id and dst.state == S.Creating.value:
-            session.delete(dst)
-            return True
-        return False
 
     def leftovers(self, session, job_id):
         rows = session.execute(

@@ -27,7 +27,7 @@ from secstor.chunks.store import ChunkCorrupted, decode_chunk
 from secstor.db.models import ImageStore, Snapshot, SnapshotChainMove, Volume, VolumeStoreRef
 from secstor.domain.states import OBJECT_IN_STORE, DownloadState, SnapshotState
 from secstor.services.chain_moves import COPYING, SWITCHED
-from secstor.services.migration import S, E, Claim, ObjectKind, StoredObject, object_kind
+from secstor.services.migration import S, E, Claim, ObjectKind, RefTableKind, StoredObject, object_kind
 from secstor.services.snapshots import chunk_prefix
 from secstor.services.volume_transfers import UPLOAD
 from secstor.stores.base import StoreDriver, StoreError
@@ -183,7 +183,7 @@ def _int(text: str) -> int:
     return int(text) if text.isdigit() else -1
 
 
-class UploadedVolumeKind(ObjectKind):
+class UploadedVolumeKind(RefTableKind):
     """Uploaded volumes waiting on an image store to be attached: their VolumeStoreRef (purpose
     upload) is the per-store row, as TemplateStoreRef is for templates."""
 
@@ -216,14 +216,9 @@ class UploadedVolumeKind(ObjectKind):
         src, dst = self._ref(session, object_id, src_id), self._ref(session, object_id, dst_id)
         if volume is None or volume.removed is not None:
             return Claim("refused", reason="it was deleted")
-        if src is None:
-            return Claim("done") if dst is not None and dst.state == S.Ready.value else \
-                Claim("refused", reason="it is no longer on the source store")
-        ours = src.job_id == job_id
-        if src.state == S.Destroyed.value and ours:
-            return Claim("delete_source")
-        if not (src.state == S.Ready.value or (src.state == S.Migrating.value and ours)):
-            return Claim("refused", reason=f"its copy on the source store is {src.state}")
+        verdict = self._source_verdict(src, dst is not None and dst.state == S.Ready.value, job_id)
+        if verdict is not None:
+            return verdict
         others = session.scalar(select(VolumeStoreRef.id).where(
             VolumeStoreRef.volume_id == object_id, VolumeStoreRef.id != src.id,
             VolumeStoreRef.id != (dst.id if dst is not None else -1)).limit(1))
@@ -256,20 +251,6 @@ class UploadedVolumeKind(ObjectKind):
         dst.updated = now
         src.state, src.updated = OBJECT_IN_STORE.next_state(src.state, E.MigrationSucceeded), now
         return True
-
-    def forget_source(self, session, object_id, src_id, job_id):
-        src = self._ref(session, object_id, src_id)
-        if src is not None and src.job_id == job_id and src.state == S.Destroyed.value:
-            session.delete(src)
-
-    def release(self, session, object_id, src_id, dst_id, job_id, now):
-        src, dst = self._ref(session, object_id, src_id), self._ref(session, object_id, dst_id)
-        if src is not None and src.job_id == job_id and src.state == S.Migrating.value:
-            src.state, src.updated = OBJECT_IN_STORE.next_state(src.state, E.OperationFailed), now
-        if dst is not None and dst.job_id == job_id and dst.state == S.Creating.value:
-            session.delete(dst)
-            return True
-        return False
 
     def leftovers(self, session, job_id):
         rows = session.execute(select(VolumeStoreRef, Volume.account_id)
