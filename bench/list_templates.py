@@ -1,19 +1,25 @@
 """listTemplates latency with many templates: a real `secstor serve` on a fresh database.
 
     python bench/list_templates.py [--templates 100000] [--stores 3] [--db sqlite,postgresql,mysql]
+                                   [--runs 3] [--requests 200] [--warmup 20]
 
 For each database: create it (SQLite file in a temp dir; PostgreSQL/MariaDB database created and
 dropped here, admin URLs from SECSTOR_BENCH_PG_URL / SECSTOR_BENCH_MYSQL_URL), let `secstor serve
 --workers 0` bootstrap it (admin, zone1, store "default"), add stores up to --stores in zone1, then
 bulk-insert --templates templates with one Ready copy on every store (SQLAlchemy Core, batches).
-Then ~200 signed `listTemplates templatefilter=all pagesize=500` calls as the admin: page 1
-and pages spread over the whole range, after a few warm-up calls; each answer is checked
-(500 items, the right total).  Prints median and p99 (nearest rank) per database.
+Then a steady stream of signed `listTemplates templatefilter=all pagesize=500` calls as the admin,
+one at a time as a UI or script would send them: --warmup calls first (not counted: the first
+ones load code and read the listing), then --runs runs of --requests calls, page 1 a tenth of
+the time and pages spread over the whole range otherwise; each answer is checked (500 items,
+the right total). Prints median, p99 (nearest rank) and max per run and over all runs, the
+server process's CPU time per call and the machine's load average during each run (other work
+on the machine slows every figure: say so).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -71,29 +77,38 @@ def populate(database_url: str, home: Path, templates: int, stores: int) -> None
     engine.dispose()
 
 
-def measure(server: Secstor, requests: int, pagesize: int, templates: int) -> list[float]:
-    pages = -(-templates // pagesize)
-    rng = random.Random(42)
-    # Page 1 (what a UI shows first) a tenth of the time, the rest spread uniformly over all pages.
-    wanted = [1 if n % 10 == 0 else rng.randint(1, pages) for n in range(requests)]
+def server_cpu_ms(server: Secstor) -> float:
+    """CPU time (user + system) the server process has used so far, in ms."""
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def measure(client: httpx.Client, server: Secstor, pages: list[int], pagesize: int, templates: int) -> list[float]:
     keys = server.keys
     latencies = []
-    with httpx.Client(timeout=60) as client:
-        for page in [1, pages, 1, pages // 2, 1] + wanted:  # the first five warm caches, not counted
-            params = signed_params("listTemplates", {"templatefilter": "all", "pagesize": str(pagesize),
-                                                     "page": str(page)}, keys["apikey"], keys["secretkey"])
-            start = time.perf_counter()
-            response = client.get(server.api_url, params=params)
-            elapsed = time.perf_counter() - start
-            body = response.json()["listtemplatesresponse"]
-            expected = min(pagesize, templates - (page - 1) * pagesize)
-            if response.status_code != 200 or body["count"] != templates or len(body["template"]) != expected:
-                raise SystemExit(f"unexpected answer for page {page}: {str(body)[:300]}")
-            latencies.append(elapsed)
-    return latencies[5:]
+    for page in pages:
+        params = signed_params("listTemplates", {"templatefilter": "all", "pagesize": str(pagesize),
+                                                 "page": str(page)}, keys["apikey"], keys["secretkey"])
+        start = time.perf_counter()
+        response = client.get(server.api_url, params=params)
+        elapsed = time.perf_counter() - start
+        body = response.json()["listtemplatesresponse"]
+        expected = min(pagesize, templates - (page - 1) * pagesize)
+        if response.status_code != 200 or body["count"] != templates or len(body["template"]) != expected:
+            raise SystemExit(f"unexpected answer for page {page}: {str(body)[:300]}")
+        latencies.append(elapsed * 1000)
+    return latencies
 
 
-def run(kind: str, args) -> list[object]:
+def summary(kind: str, run: str, ms: list[float], cpu_ms: float, load: str) -> list[object]:
+    p99 = percentile(ms, 99)
+    return [kind, run, len(ms), f"{statistics.median(ms):.1f}", f"{p99:.1f}", f"{max(ms):.1f}",
+            f"{cpu_ms / len(ms):.1f}", load, "yes" if p99 < GOAL_P99_MS else "**no**"]
+
+
+def run(kind: str, args) -> list[list[object]]:
+    pages = -(-args.templates // args.pagesize)
+    rng = random.Random(42)
     with temp_dir(f"list-{kind}") as work, fresh_database(kind, work) as url:
         server = Secstor(home=work / "home", database_url=url)
         with running(server):
@@ -102,28 +117,44 @@ def run(kind: str, args) -> list[object]:
             populate(url, server.home, args.templates, args.stores)
             loaded = time.monotonic() - start
             print(f"{kind}: inserted {args.templates} templates × {args.stores} stores in {loaded:.0f} s", flush=True)
-            latencies = measure(server, args.requests, args.pagesize, args.templates)
-    ms = [x * 1000 for x in latencies]
-    p99 = percentile(ms, 99)
-    return [kind, len(ms), f"{statistics.median(ms):.1f}", f"{p99:.1f}", f"{max(ms):.1f}",
-            "yes" if p99 < GOAL_P99_MS else "**no**"]
+            rows, everything, cpu_total = [], [], 0.0
+            with httpx.Client(timeout=60) as client:
+                warmup = [1, pages, pages // 2] + [rng.randint(1, pages) for _ in range(max(0, args.warmup - 3))]
+                measure(client, server, warmup[:args.warmup], args.pagesize, args.templates)
+                for n in range(args.runs):
+                    # Page 1 (what a UI shows first) a tenth of the time, the rest spread over all pages.
+                    wanted = [1 if i % 10 == 0 else rng.randint(1, pages) for i in range(args.requests)]
+                    cpu_before = server_cpu_ms(server)
+                    ms = measure(client, server, wanted, args.pagesize, args.templates)
+                    cpu = server_cpu_ms(server) - cpu_before
+                    rows.append(summary(kind, str(n + 1), ms, cpu, f"{os.getloadavg()[0]:.1f}"))
+                    print("  " + " | ".join(map(str, rows[-1])), flush=True)
+                    everything += ms
+                    cpu_total += cpu
+    if args.runs > 1:
+        loads = [float(r[7]) for r in rows]
+        rows.append(summary(kind, "all", everything, cpu_total, f"{min(loads):.1f}–{max(loads):.1f}"))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--templates", type=int, default=100_000)
     parser.add_argument("--stores", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3, help="measured runs per database (default 3)")
+    parser.add_argument("--requests", type=int, default=200, help="calls per run (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="calls before the first run, not counted (default 20)")
     parser.add_argument("--pagesize", type=int, default=500)
     parser.add_argument("--db", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql, mysql")
     args = parser.parse_args()
-    rows = [run(kind.strip(), args) for kind in args.db.split(",")]
+    rows = [row for kind in args.db.split(",") for row in run(kind.strip(), args)]
     print()
     print(f"listTemplates templatefilter=all pagesize={args.pagesize}, {args.templates} templates × "
-          f"{args.stores} stores ({args.templates * args.stores} copies); {machine()}")
+          f"{args.stores} stores ({args.templates * args.stores} copies), {args.warmup} warm-up calls then "
+          f"{args.runs} × {args.requests} calls; {machine()}")
     print()
-    print(markdown_table(["database", "requests", "median ms", "p99 ms", "max ms", f"p99 < {GOAL_P99_MS:.0f} ms"],
-                         rows))
+    print(markdown_table(["database", "run", "requests", "median ms", "p99 ms", "max ms", "server CPU ms/call",
+                          "load (1 min)", f"p99 < {GOAL_P99_MS:.0f} ms"], rows))
 
 
 if __name__ == "__main__":

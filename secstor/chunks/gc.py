@@ -11,7 +11,14 @@ A backup running concurrently is protected without any lock:
   themselves, server-side on S3), so they too are newer than the cutoff; younger ones
   are newer than the cutoff already;
 - its writer marker (``<prefix>/writers/<snapshot id>``) gives its start time in the
-  store's own clock, so a backup longer than the grace is covered as well.
+  store's own clock, so a backup longer than the grace is covered as well;
+- chunks it reuses from the previous manifest P are neither stat'ed nor touched (that would
+  cost a request per chunk).  After writing its own manifest M the backup checks that P
+  still exists (if not, it stat/touches them after all), so P existed from the backup's
+  start until after M was written.  Take the mark's last listing: if it came after M was
+  written it lists M; if before, it lists P, or P was written later still, by a backup
+  protected the same way.  For "listed" to mean "marked", a manifest listed but deleted
+  before the mark loads it makes the mark list again.
 A writer marker older than ``stale_writer_age`` belongs to a backup that was killed and
 is removed.  Each candidate is stat'ed again right before deletion, so a touch made after
 the listing saves its chunk.  An unreadable manifest stops the GC: sweeping without its
@@ -25,13 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from .manifest import load_manifests
+from secstor.stores.base import ObjectNotFound
+
+from .manifest import list_snapshot_ids, load_manifest
 from .store import DEFAULT_GRACE, ChunkStore
 
 log = logging.getLogger(__name__)
 
 #: A backup still "running" after this long was killed; its marker stops protecting.
 DEFAULT_STALE_WRITER_AGE = timedelta(days=7)
+#: Listings the mark makes at most while manifests keep vanishing under it (deletions).
+MARK_ROUNDS = 5
 
 
 @dataclass
@@ -61,6 +72,29 @@ def _sweep_cutoff(store: ChunkStore, started: datetime, grace: timedelta, stale_
     return oldest - grace
 
 
+def _mark(store: ChunkStore, stats: GcStats) -> set[str] | None:
+    """Chunk ids of every manifest, from a listing in which none vanished before being loaded
+    (see the module docstring); None after ``MARK_ROUNDS`` listings that each lost one."""
+    referenced: set[str] = set()
+    loaded: set[str] = set()
+    for _round in range(MARK_ROUNDS):
+        vanished = False
+        for snapshot_id in list_snapshot_ids(store):
+            if snapshot_id in loaded:
+                continue
+            try:
+                manifest = load_manifest(store, snapshot_id)
+            except ObjectNotFound:
+                vanished = True
+                continue
+            loaded.add(snapshot_id)
+            stats.manifests += 1
+            referenced |= manifest.referenced()
+        if not vanished:
+            return referenced
+    return None
+
+
 def collect_garbage(
     store: ChunkStore,
     *,
@@ -74,10 +108,10 @@ def collect_garbage(
     # manifest before removing its marker, so the mark sees it; one that starts later
     # only has chunks newer than ``started - grace / 2``.
     cutoff = _sweep_cutoff(store, started, grace, stale_writer_age, stats)
-    referenced: set[str] = set()
-    for manifest in load_manifests(store):
-        stats.manifests += 1
-        referenced |= manifest.referenced()
+    referenced = _mark(store, stats)
+    if referenced is None:
+        log.warning("chunk GC of %s: manifests kept being deleted during the mark; sweep skipped", store.prefix)
+        return stats
     stats.chunks_referenced = len(referenced)
     for cid, info in store.iter_chunks():
         stats.chunks_seen += 1

@@ -1,24 +1,25 @@
 """Content-addressed chunk objects on any StoreDriver.
 
 A chunk is stored once, under ``<prefix>/chunks/<first 4 hex>/<sha256 hex>``, whatever
-number of snapshots or volumes use it.  The object is a 16-byte header followed by the
+number of snapshots or volumes use it.  The object is one format byte followed by the
 payload::
 
-    magic "SSCK" | version u8 (1) | codec u8 (0 raw, 1 zstd) | reserved u16 (0)
-    | uncompressed length u32 | CRC32 of the payload u32        (big-endian)
+    "R" (0x52) | the chunk's bytes as they are
+    "Z" (0x5A) | one zstd frame (its header records the uncompressed length)
 
-The codec is "raw" when zstd would not make the chunk smaller (random or encrypted data),
-which saves the decompression on restore.  The chunk id is the SHA-256 of the
-uncompressed data, checked on every read; the CRC only tells a damaged object from a
-wrong id quickly, before decompressing.
+One byte, not a header with lengths and a CRC: the chunk id is the SHA-256 of the
+uncompressed data and is checked on every read, which catches any damage a CRC would;
+the length is in the zstd frame (and the manifest's chunk size).  A chunk is stored raw
+when zstd would not make it smaller (random or encrypted data), which saves the
+decompression on restore.  Any other first byte is not an object of this format and is
+refused as corrupted (new formats will take new letters).  docs/layout.md shows how an
+operator decodes one by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,12 +28,12 @@ import zstandard
 
 from secstor.stores.base import ObjectInfo, ObjectNotFound, StoreDriver, StoreError
 
-MAGIC = b"SSCK"
-FORMAT_VERSION = 1
-CODEC_RAW = 0
-CODEC_ZSTD = 1
-HEADER = struct.Struct(">4sBBHII")
+CODEC_RAW = b"R"
+CODEC_ZSTD = b"Z"
 ZSTD_LEVEL = 3
+#: Largest chunk a zstd frame may claim to decode to: bounds the memory a damaged or hostile
+#: frame header can make a reader allocate (chunks are 256 KiB by default, 4 MiB in benchmarks).
+MAX_CHUNK_BYTES = 64 << 20
 ID_LENGTH = 64
 #: GC keeps unreferenced chunks younger than this (Proxmox Backup Server's 24 h + 5 min:
 #: a day of atime-like protection plus room for clock skew between host and store).
@@ -76,31 +77,28 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def encode_chunk(data: bytes) -> bytes:
-    packed = _compressor().compress(data)
-    codec, payload = (CODEC_ZSTD, packed) if len(packed) < len(data) else (CODEC_RAW, data)
-    return HEADER.pack(MAGIC, FORMAT_VERSION, codec, 0, len(data), zlib.crc32(payload)) + payload
+    packed = _compressor().compress(data)  # the frame records the content size (zstd's default)
+    return CODEC_ZSTD + packed if len(packed) < len(data) else CODEC_RAW + data
 
 
 def decode_chunk(cid: str, blob: bytes) -> bytes:
     """Return the chunk's data, or raise ChunkCorrupted unless it hashes to ``cid``."""
-    if len(blob) < HEADER.size:
-        raise ChunkCorrupted(cid, f"object is {len(blob)} bytes, shorter than its header")
-    magic, version, codec, _reserved, length, crc = HEADER.unpack_from(blob)
-    if magic != MAGIC or version != FORMAT_VERSION:
-        raise ChunkCorrupted(cid, "not a secstor chunk object (bad magic or version)")
-    payload = memoryview(blob)[HEADER.size :]
-    if zlib.crc32(payload) != crc:
-        raise ChunkCorrupted(cid, "payload CRC32 mismatch")
-    try:
-        if codec == CODEC_ZSTD:
+    if not blob:
+        raise ChunkCorrupted(cid, "object is empty")
+    codec, payload = blob[:1], memoryview(blob)[1:]
+    if codec == CODEC_RAW:
+        data = bytes(payload)
+    elif codec == CODEC_ZSTD:
+        try:
+            length = zstandard.frame_content_size(payload)
+            if not 0 <= length <= MAX_CHUNK_BYTES:
+                raise ChunkCorrupted(cid, "zstd frame without a valid content size")
             data = _decompressor().decompress(payload, max_output_size=length)
-        elif codec == CODEC_RAW:
-            data = bytes(payload)
-        else:
-            raise ChunkCorrupted(cid, f"unknown codec {codec}")
-    except zstandard.ZstdError as exc:
-        raise ChunkCorrupted(cid, f"zstd: {exc}") from exc
-    if len(data) != length or chunk_id(data) != cid:
+        except zstandard.ZstdError as exc:
+            raise ChunkCorrupted(cid, f"zstd: {exc}") from exc
+    else:
+        raise ChunkCorrupted(cid, f"unknown chunk format byte 0x{blob[0]:02x} (expected 'R' raw or 'Z' zstd)")
+    if chunk_id(data) != cid:
         raise ChunkCorrupted(cid, "content does not match its SHA-256 id")
     return data
 

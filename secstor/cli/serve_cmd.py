@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from typing import Annotated, Optional
@@ -57,6 +58,10 @@ def serve(
         background.start()
         if supervisor:
             supervisor.start()
+        # What start-up loaded (models, commands, compiled SQL) lives as long as the process:
+        # out of the collector's full passes, which otherwise stall a request for 50-300 ms
+        # every few large answers (docs/benchmarks.md, listTemplates).
+        gc.freeze()
 
     def stop() -> None:
         if supervisor:

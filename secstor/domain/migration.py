@@ -47,13 +47,14 @@ BALANCE_SOURCE_FREEST = ("Seems like source datastore has more free capacity tha
                          "Image stores have been attempted to be balanced")
 
 
-def no_files_message(store_id: Hashable) -> str:
-    return f"No files in Image store {store_id} to migrate"
+# CloudStack names the store by its internal id in these two; secstor by the name users know it by.
+def no_files_message(store: Hashable) -> str:
+    return f"No files in Image store {store} to migrate"
 
 
-def source_freer_message(store_id: Hashable) -> str:
+def source_freer_message(store: Hashable) -> str:
     # Marvin's test_05_migrate_to_less_free_space matches "has equal or more free space than destination".
-    return (f"Files not completely migrated from {store_id}. Datastore (source): {store_id} has equal or more "
+    return (f"Files not completely migrated from {store}. Datastore (source): {store} has equal or more "
             "free space than destination. If you want to continue using the Image Store, please change the "
             "read-only status using 'update imagestore' command")
 
@@ -74,6 +75,11 @@ class StoreState:
     readonly: bool = False
     role: str = "Image"
     zone_id: Hashable = None
+    name: str | None = None  # what messages call the store (its id when not given)
+
+    @property
+    def label(self) -> Hashable:
+        return self.name if self.name else self.id
 
     @property
     def measured(self) -> bool:
@@ -262,10 +268,10 @@ def plan_complete(src: StoreState, dests: Sequence[StoreState], objects: Sequenc
     free = [s.free_bytes for s in stores]
     before = _imbalance_of_ratios([f / s.total_bytes for f, s in zip(free, stores)])
     if not objects:
-        return _plan(stores, free, [], before, no_files_message(src.id), True)
+        return _plan(stores, free, [], before, no_files_message(src.label), True)
     if free[0] >= max(free[1:]):
         reason = "the source has equal or more free space than every destination"
-        return _plan(stores, free, [], before, source_freer_message(src.id), False, [(o, reason) for o in objects])
+        return _plan(stores, free, [], before, source_freer_message(src.label), False, [(o, reason) for o in objects])
 
     room = [_room_under(s.total_bytes, s.used_bytes, capacity_threshold) for s in stores]
     keys, shift = _largest_first(objects)
@@ -313,7 +319,7 @@ def plan_balance(src: StoreState, dests: Sequence[StoreState], objects: Sequence
     inverse_total = [1.0 / s.total_bytes for s in stores]
     before = _imbalance_of_ratios([f / s.total_bytes for f, s in zip(free, stores)])
     if not objects:
-        return _plan(stores, free, [], before, no_files_message(src.id), True)
+        return _plan(stores, free, [], before, no_files_message(src.label), True)
     if before <= imbalance_threshold:
         return _plan(stores, free, [], before, SYSTEM_BALANCED, True)
 
@@ -458,7 +464,7 @@ def cloudstack_reference_balance(src: StoreState, dests: Sequence[StoreState], o
     before = metric(free)
     files = sorted(objects, key=lambda o: o.size_on_disk, reverse=True)
     if not files:
-        return _plan(stores, free, [], before, no_files_message(src.id), True)
+        return _plan(stores, free, [], before, no_files_message(src.label), True)
     if before < imbalance_threshold:  # CloudStack: strictly below
         return _plan(stores, free, [], before, SYSTEM_BALANCED, True)
     moves = []

@@ -144,6 +144,12 @@ for _s in [
             "backups running meanwhile; Proxmox Backup Server uses 24 h 5 min).", minimum=0, extension=True),
     Setting("snapshot.policy.check.interval", "60", "Integer", "Snapshots",
             "Seconds between checks for snapshot policies that are due.", minimum=1, extension=True),
+    Setting("snapshot.backup.to.region.store", "true", "Boolean", "Snapshots",
+            "In a zone that uses a region-wide image store (it has a staging store), back a volume's first "
+            "snapshot up into the region store when it can take it, so that the volume's snapshots can be used in "
+            "every zone; false prefers the zone's own image stores (a zone without one still uses the region "
+            "store). A volume's snapshots stay in one store: this decides where a new chain goes, never moves an "
+            "existing one (copySnapshot does).", extension=True),
     Setting("secstorage.download.hosts.check", "", "CSV", "Advanced",
             "Comma-separated host names that the health check (secstor health, "
             "runSecondaryStorageHealthCheck) must be able to resolve, e.g. the servers templates are "
@@ -172,13 +178,15 @@ for _s in [
             "Largest template or ISO, in GiB, that may be downloaded or uploaded.", minimum=1),
     Setting("upload.operation.timeout", "60", "Integer", "Advanced",
             "Minutes the postURL of getUploadParamsForTemplate/getUploadParamsForIso/getUploadParamsForVolume "
-            "accepts the upload; an upload not started by then is refused, and later marked abandoned.",
+            "accepts the upload; an upload not started by then is refused, and later marked abandoned. An upload "
+            "in progress that receives nothing for this long (at least 1 minute) is marked abandoned too.",
             minimum=0),
     Setting("storage.max.volume.upload.size", "500", "Integer", "Advanced",
             "Largest volume, in GiB, that uploadVolume or getUploadParamsForVolume accepts.", minimum=1),
     Setting("upload.monitoring.interval", "60", "Integer", "Advanced",
-            "Minutes between the checks that mark uploads never started before their upload URL expired as "
-            "abandoned, and remove expired extractVolume copies.", minimum=1),
+            "Minutes between the checks that mark uploads never started before their upload URL expired, or "
+            "started and then stalled for upload.operation.timeout, as abandoned, and remove expired "
+            "extractVolume copies.", minimum=1),
     Setting("extract.url.expiration.interval", "14400", "Integer", "Advanced",
             "Seconds an extractTemplate/extractIso URL stays valid.", minimum=0),
     Setting("secstorage.download.connect.timeout", "30", "Integer", "Advanced",
@@ -190,6 +198,11 @@ for _s in [
             extension=True),
     Setting("secstorage.download.max.retries", "5", "Integer", "Advanced",
             "Reconnections a template download may make before it ends in DOWNLOAD_ERROR.", minimum=0,
+            extension=True),
+    Setting("secstorage.download.ca.bundle", "", "String", "Advanced",
+            "Path of a PEM file of CA certificates that https template, ISO and volume downloads trust in "
+            "addition to the system's and certifi's (e.g. a private CA); it must be readable on every host that "
+            "runs workers. Empty: only those. An untrusted certificate ends the download in DOWNLOAD_ERROR.",
             extension=True),
     Setting("secstorage.staging.pull.wait", "600", "Integer", "Storage",
             "Seconds a use of a template waits for another use's copy of it into the zone's staging store.",
@@ -203,6 +216,14 @@ for _s in [
             "Seconds between checks that every eligible image store holds the public, featured and system "
             "templates of its zone (a store added or made writable again receives them).", minimum=5,
             extension=True),
+    Setting("secstorage.region.sync.interval", "300", "Integer", "Storage",
+            "Seconds between passes that upload to the region store the templates and ISOs Ready on an image "
+            "store of a zone with a staging store but not yet on a region store (failed uploads are retried).",
+            minimum=5, extension=True),
+    Setting("secstorage.region.sync.parallel", "4", "Integer", "Storage",
+            "Uploads to the region store that the synchronisation of zone templates keeps queued or running at "
+            "once, over all workers (each worker also runs at most secstorage.max.migrate.sessions copies).",
+            minimum=1, maximum=64, extension=True),
     Setting("secstorage.stale.write.cleanup.interval", "3600", "Integer", "Storage",
             "Seconds between clean-ups of unfinished writes (temporary files, S3 multipart uploads) left "
             "on the image stores by workers that died mid-transfer.", minimum=60, extension=True),

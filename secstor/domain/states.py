@@ -25,6 +25,12 @@ class ObjectInStoreState(str, Enum):
     Failed = "Failed"
 
 
+# Copies a reader (deploy, copyTemplate, extract, the listing's isready) may use: a copy being
+# migrated stays whole on its source until the switch, so a long migration does not make the
+# templates it moves unusable. Readers open the copy's current store, before or after the switch.
+READABLE_COPY_STATES = (ObjectInStoreState.Ready.value, ObjectInStoreState.Migrating.value)
+
+
 class ObjectInStoreEvent(str, Enum):
     CreateOnlyRequested = "CreateOnlyRequested"
     DestroyRequested = "DestroyRequested"

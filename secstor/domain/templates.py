@@ -7,7 +7,7 @@ from typing import Sequence, TypeVar
 
 from secstor.domain.capacity import StoreFields, stores_for_new_data
 from secstor.domain.errors import InvalidParameter
-from secstor.domain.states import DownloadState, ObjectInStoreState
+from secstor.domain.states import READABLE_COPY_STATES, DownloadState, ObjectInStoreState
 
 FORMATS = ("QCOW2", "RAW", "VHD", "VHDX", "VMDK", "OVA", "ISO")
 TEMPLATE_TYPES = ("USER", "SYSTEM", "BUILTIN", "ROUTING")
@@ -95,7 +95,8 @@ def representative(copies: Sequence[R], key) -> R:
 
 
 def is_ready(state: str) -> bool:
-    return state == ObjectInStoreState.Ready.value
+    """Whether a copy in this state makes its template ready (a copy being migrated still does)."""
+    return state in READABLE_COPY_STATES
 
 
 def replicated(*, is_public: bool, featured: bool, template_type: str) -> bool:

@@ -46,7 +46,9 @@ log = logging.getLogger("secstor.jobs")
 # Modules whose import registers the built-in job handlers.
 HANDLER_MODULES: list[str] = ["secstor.jobs.template_jobs", "secstor.jobs.template_copy_jobs",
                               "secstor.jobs.volume_jobs", "secstor.jobs.migration_jobs",
-                              "secstor.jobs.snapshot_jobs", "secstor.jobs.volume_transfer_jobs"]
+                              "secstor.jobs.snapshot_jobs", "secstor.jobs.volume_transfer_jobs",
+                              "secstor.jobs.region_jobs",
+                              "secstor.jobs.account_jobs", "secstor.jobs.snapshot_region_jobs"]
 EXTRA_MODULES_ENV = "SECSTOR_EXTRA_JOB_MODULES"
 
 # Progress is written at most this often; checkpoints are written at once (they must be durable).

@@ -58,6 +58,7 @@ def _move(jctx: JobContext, params: dict[str, Any]) -> ObjectResult:
     policy = params.get("policy")
     checkpoint = jctx.checkpoint
     if checkpoint is None:
+        jctx.raise_if_cancelled()  # cancelled before it started: nothing planned, nothing to undo
         with jctx.session() as s:
             busy = mig.earlier_migration_running(s, jctx.job_id)
         if busy:

@@ -13,13 +13,17 @@ from __future__ import annotations
 import ftplib
 import http
 import logging
+import os
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote, urljoin
 
+import certifi
 import httpcore
 
 from secstor.domain.urlsafety import ParsedUrl, UnsafeUrl, check_address, check_url
@@ -76,6 +80,9 @@ class DownloadOptions:
     backoff: float = 1.0  # first pause between attempts; doubles each time
     max_backoff: float = 60.0
     chunk_size: int = CHUNK_SIZE
+    # secstorage.download.ca.bundle: a PEM file of CA certificates https servers may also be
+    # signed by (a private CA), besides the system's and certifi's.
+    ca_bundle: str | None = None
 
 
 def _status_text(status: int) -> str:
@@ -90,6 +97,33 @@ def _header(response: httpcore.Response, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1").strip()
     return None
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext | None:
+    """What https downloads trust besides httpcore's default (the system's CAs and certifi's):
+    the CAs of ``ca_bundle``; None: the default alone. Certificates and host names are always
+    verified. Contexts are cached per file version (loading CAs takes tens of ms), so an edited
+    bundle takes effect at the next download."""
+    if not ca_bundle:
+        return None
+    try:
+        st = os.stat(ca_bundle)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot read the CA bundle {ca_bundle} (secstorage.download.ca.bundle): {exc.strerror}"
+        ) from None
+    return _tls_context(ca_bundle, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _tls_context(ca_bundle: str, _mtime_ns: int, _size: int) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.load_verify_locations(certifi.where())
+    try:
+        context.load_verify_locations(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise DownloadError(f"cannot load the CA bundle {ca_bundle} (secstorage.download.ca.bundle): {exc}") from None
+    return context
 
 
 class _PinnedBackend(httpcore.SyncBackend):
@@ -274,7 +308,8 @@ class Download:
     def _request(self, url: ParsedUrl) -> tuple[httpcore.Response, dict]:
         self._backend.pins[(url.host, url.port)] = self._addresses(url)
         if self._pool is None:
-            self._pool = httpcore.ConnectionPool(network_backend=self._backend, max_connections=1, retries=0)
+            self._pool = httpcore.ConnectionPool(network_backend=self._backend, max_connections=1, retries=0,
+                                                 ssl_context=tls_context(self.options.ca_bundle))
         headers = [(b"Host", url.host_header.encode()), (b"User-Agent", _USER_AGENT), (b"Accept-Encoding", b"identity")]
         if self.received:
             headers.append((b"Range", f"bytes={self.received}-".encode()))
@@ -292,6 +327,13 @@ class Download:
         except httpcore.ConnectTimeout:
             raise _Retryable(f"could not connect to {url.host} port {url.port}: timed out after {o.connect_timeout} s") from None
         except httpcore.ConnectError as exc:
+            cause = exc.args[0] if exc.args else None  # httpcore wraps the ssl error, dropping __cause__
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                # Final: another attempt meets the same certificate.
+                raise DownloadError(
+                    f"the TLS certificate of {url.host} is not trusted: {cause.verify_message}; if it is "
+                    "signed by a private CA, add that CA to the file named by secstorage.download.ca.bundle"
+                ) from None
             raise _Retryable(f"could not connect to {url.host} port {url.port}: {exc}") from None
         except httpcore.ReadTimeout:
             raise _Retryable(f"no response from {url.host} within {o.read_timeout} s") from None

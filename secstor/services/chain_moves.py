@@ -24,10 +24,10 @@ def wait_for_chain_move(session: Session, volume_id: int) -> None:
     """Called by a backup before it picks its store: while the volume's chain is being copied,
     the backup waits (RetryableJobError) so that it lands where the chain ends up. The volume
     row is locked first; a chain claim locks it too, so the two never both go ahead."""
-    session.scalars(select(Volume.id).where(Volume.id == volume_id).with_for_update()).first()
+    volume_uuid = session.scalars(select(Volume.uuid).where(Volume.id == volume_id).with_for_update()).first()
     move = session.get(SnapshotChainMove, volume_id)
     if move is not None and move.state == COPYING:
-        raise RetryableJobError(f"the snapshots of volume {volume_id} are being moved to another image store; "
+        raise RetryableJobError(f"the snapshots of volume {volume_uuid} are being moved to another image store; "
                                 f"the backup waits for the move to end", delay=RETRY_SECONDS)
 
 
@@ -42,13 +42,14 @@ def wait_while_chain_moves(runtime: "Runtime", volume_id: int, job_log, *, poll_
         with runtime.session() as s:
             move = s.get(SnapshotChainMove, volume_id)
             moving = move is not None and move.state == COPYING
+            volume_uuid = s.scalar(select(Volume.uuid).where(Volume.id == volume_id)) if moving else None
         if not moving:
             return
         if time.monotonic() > deadline:
-            raise RetryableJobError(f"the snapshots of volume {volume_id} are still being moved to another image "
+            raise RetryableJobError(f"the snapshots of volume {volume_uuid} are still being moved to another image "
                                     f"store", delay=RETRY_SECONDS)
         if not logged:
             job_log.info("volume %s: its snapshots are being moved to another image store; the backup waits",
-                         volume_id)
+                         volume_uuid)
             logged = True
         time.sleep(poll_seconds)

@@ -45,10 +45,12 @@ log = logging.getLogger("secstor.imagestores")
 PROVIDERS = {"local": "Local", "nfs": "NFS", "s3": "S3"}
 PRIMARY_PROVIDERS = ("Local",)
 # Details that are encrypted at rest and never returned, whatever the provider.
-SECRET_DETAILS = frozenset({"accesskey", "secretkey"})
+# The proxy URL may carry a user and password, so it is kept encrypted as the keys are.
+SECRET_DETAILS = frozenset({"accesskey", "secretkey", "proxy"})
 # S3 details an operator may change on a live store with updateImageStore.
 S3_UPDATABLE = ("accesskey", "secretkey", "endpoint", "usehttps", "s3signer", "connectiontimeout",
-                "maxerrorretry", "sockettimeout", "connectionttl", "usetcpkeepalive")
+                "maxerrorretry", "sockettimeout", "connectionttl", "usetcpkeepalive", "region", "pathstyle",
+                "checksummode", "proxy", "partsize", "uploadconcurrency", "singleputmax")
 NAME_MAX = 255
 
 

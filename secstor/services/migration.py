@@ -16,12 +16,18 @@ a new one resuming from the job's checkpoint continues or ends cleanly):
    then every file is copied with ``copy_verified`` (the image against its stored checksum,
    the small side files against a hash of the source), published atomically;
 3. *switch* (one transaction): destination → Ready, source → Destroyed (MigrationSucceeded);
-4. the source files are deleted, then the source row.
+4. the kind tidies the destination (``after_switch``: a snapshot deleted during the copy loses
+   the manifest copied for it), the source files are deleted, then the source row.
 
 Before the switch the object is readable on the source, after it on the destination, and
 between 3 and 4 on both: never on none. A move that cannot finish (destination full,
 checksum mismatch, store down) is undone: partial destination files deleted, its row removed,
-the source back to Ready.
+the source back to Ready. A worker killed after 3 leaves a Destroyed source row stamped with
+the job: the next attempt's claim answers "delete_source" and does 4.
+
+**Cancelling** (cancelAsyncJob) stops the copies in flight at their next chunk and undoes
+them; moves already switched are finished; then ``unwind`` settles whatever a dead attempt
+left, and the job ends cancelled. Complete's read-only source stays read-only.
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ THROUGHPUT_WEIGHT = 0.3
 # few round trips, so one after another they leave the link idle.  Small, because each copy
 # may hold up to (max_concurrency + 1) S3 parts in memory and sessions multiply it.
 FILE_COPIES_PER_MOVE = 4
+# How often the job looks for a cancellation request while copies run.
+CANCEL_POLL_SECONDS = 1.0
 
 S, E = ObjectInStoreState, ObjectInStoreEvent
 
@@ -143,9 +151,15 @@ class ObjectKind(abc.ABC):
     def measure(self, runtime: "Runtime", store_id: int) -> None:
         """Before planning, with no transaction open: measure what sizes need store I/O."""
 
-    def copy_object(self, src: StoreDriver, dst: StoreDriver, key: str, on_bytes: Callable[[int], None]) -> bool:
-        """Copy and verify one file the kind knows how to check itself; False: the generic way."""
-        return False
+    def copy_object(self, src: StoreDriver, dst: StoreDriver, key: str, on_bytes: Callable[[int], None]
+                    ) -> int | None:
+        """Copy and verify one file the kind knows how to check itself, returning the bytes
+        copied; None: the generic way."""
+        return None
+
+    def after_switch(self, runtime: "Runtime", object_id: int, job_id: int) -> None:
+        """After the switch committed, before the source is deleted (again if a crash cut in):
+        undo at the destination what changed at the source while the copy ran."""
 
 
 KINDS: dict[str, ObjectKind] = {}
@@ -308,7 +322,7 @@ def parse_policy(text: str | None) -> str:
 
 def store_state(store: ImageStore) -> plan_mod.StoreState:
     return plan_mod.StoreState(store.id, store.total_bytes, store.used_bytes, readonly=store.readonly,
-                               role=store.role, zone_id=store.zone_id)
+                               role=store.role, zone_id=store.zone_id, name=store.name)
 
 
 def source_store(session: Session, uuid: str, param: str = "srcpool") -> ImageStore:
@@ -482,6 +496,8 @@ class Outcome:
     reason: str | None = None
     copied_bytes: int = 0
     seconds: float = 0.0
+    cancelled: bool = False  # undone because the job was cancelled: not a result of its own
+    untidy: bool = False  # moved, but its source copy could not be removed yet
 
 
 def _source_checksum(driver: StoreDriver, key: str) -> Checksum:
@@ -493,7 +509,8 @@ def _source_checksum(driver: StoreDriver, key: str) -> Checksum:
 
 
 class Mover:
-    """Runs the moves of one job attempt; ``on_bytes(n)`` reports copied bytes as they go."""
+    """Runs the moves of one job attempt; ``on_bytes(n)`` reports copied bytes as they go (and
+    may raise ``Cancelled`` to stop the copies in flight: their moves are undone)."""
 
     def __init__(self, runtime: "Runtime", job_id: int, stores: dict[int, ImageStore],
                  on_bytes: Callable[[int], None], lost: Callable[[], bool], job_log):
@@ -510,10 +527,10 @@ class Mover:
     def move(self, move: dict[str, Any], name: str) -> Outcome:
         kind = KINDS[move["kind"]]
         oid, src_id, dst_id = move["id"], move["from"], move["to"]
-        now = self.runtime.now
-        claim = self._tx(lambda s: kind.claim(s, oid, src_id, dst_id, self.job_id, now()))
+        what = f"{kind.name} {name} ({move.get('uuid', oid)})"
+        claim = self._tx(lambda s: kind.claim(s, oid, src_id, dst_id, self.job_id, self.runtime.now()))
         if claim.step == "refused":
-            self.log.info("%s %s not moved: %s", kind.name, name, claim.reason)
+            self.log.info("%s not moved: %s", what, claim.reason)
             return Outcome(False, claim.reason)
         if claim.step == "done":
             return Outcome(True)
@@ -523,22 +540,46 @@ class Mover:
         if claim.step == "copy":
             try:
                 copied = self._copy(kind, src, dst, prefix, claim)
+            except Cancelled:
+                self._undo(kind, oid, src_id, dst_id, dst, prefix)
+                self.log.info("%s not moved: the migration was cancelled during its copy", what)
+                return Outcome(False, CANCELLED_REASON, cancelled=True)
             except (TransferError, StoreError, OSError) as exc:
                 self._undo(kind, oid, src_id, dst_id, dst, prefix)
                 reason = f"copy to image store {self.stores[dst_id].name} failed: {exc}"
-                self.log.warning("%s %s (%s) not moved: %s", kind.name, name, oid, reason)
+                self.log.warning("%s not moved: %s", what, reason)
                 return Outcome(False, reason)
         if claim.step in ("copy", "switch"):
             if self.lost():  # another worker owns the job now: it decides this move
                 raise _Stop()
-            if not self._tx(lambda s: kind.switch(s, oid, src_id, dst_id, self.job_id, now())):
+            if not self._switch(kind, oid, src_id, dst_id):
                 self._undo(kind, oid, src_id, dst_id, dst, prefix)
                 return Outcome(False, "it changed while it was being copied")
-        removed = src.delete_prefix(prefix)
+        removed = self._finish(kind, oid, src_id, prefix)
+        self.log.info("%s moved from image store %s to %s (%d bytes copied, %s)", what, self.stores[src_id].name,
+                      self.stores[dst_id].name, copied,
+                      "source copy left for the job's end to remove" if removed is None
+                      else f"{removed} source files removed")
+        return Outcome(True, copied_bytes=copied, seconds=time.monotonic() - started, untidy=removed is None)
+
+    def _switch(self, kind: ObjectKind, oid: int, src_id: int, dst_id: int) -> bool:
+        """The one step that moves the object: committed, it is the destination's."""
+        return self._tx(lambda s: kind.switch(s, oid, src_id, dst_id, self.job_id, self.runtime.now()))
+
+    def _finish(self, kind: ObjectKind, oid: int, src_id: int, prefix: str) -> int | None:
+        """After the switch (also when a later attempt or ``unwind`` finds it switched): tidy the
+        destination, delete the source's files, forget the source. Returns the number of source
+        files removed, or None when the source could not be reached: its row stays Destroyed for
+        ``unwind`` to try again, the object itself is safely on the destination."""
+        try:
+            kind.after_switch(self.runtime, oid, self.job_id)
+            removed = self._driver(src_id).delete_prefix(prefix)
+        except (StoreError, OSError) as exc:
+            self.log.warning("the move of %s from image store %s is not tidied up yet: %s", prefix,
+                             self.stores[src_id].name, exc)
+            return None
         self._tx(lambda s: kind.forget_source(s, oid, src_id, self.job_id))
-        self.log.info("%s %s (%s) moved from image store %s to %s (%d bytes copied, %d source files removed)",
-                      kind.name, name, oid, self.stores[src_id].name, self.stores[dst_id].name, copied, removed)
-        return Outcome(True, copied_bytes=copied, seconds=time.monotonic() - started)
+        return removed
 
     def _copy(self, kind: ObjectKind, src: StoreDriver, dst: StoreDriver, prefix: str, claim: Claim) -> int:
         dst.delete_prefix(prefix)  # the destination row is this job's: anything there is a dead attempt's
@@ -555,8 +596,9 @@ class Mover:
                 raise
 
     def _copy_file(self, kind: ObjectKind, src: StoreDriver, dst: StoreDriver, info: ObjectInfo, claim: Claim) -> int:
-        if kind.copy_object(src, dst, info.key, self.on_bytes):
-            return info.size
+        copied = kind.copy_object(src, dst, info.key, self.on_bytes)
+        if copied is not None:
+            return copied
         if info.key == claim.main_key and claim.checksum:
             expected = parse_checksum(claim.checksum)
         else:
@@ -583,26 +625,41 @@ class _Stop(Exception):
     """This worker lost the job: stop without touching anything more."""
 
 
+class Cancelled(Exception):
+    """The job was cancelled: a copy in flight stops and its move is undone."""
+
+
+CANCELLED_REASON = "the migration was cancelled"
+
+
 def unwind(runtime: "Runtime", job_id: int) -> None:
-    """After a moving job failed for good: every move it left half-way is finished (switched
-    ones) or undone (the others), so each object is Ready on exactly one store."""
+    """Settle every move the job left half-way, so each object is Ready on exactly one store:
+    switched ones are finished (the source's files removed), the others undone (the partial
+    destination copy removed, the source back to Ready). Run when a moving job has failed for
+    good, was cancelled, or has ended (a source that could not be cleaned gets another try).
+    Each move is settled on its own: a store that fails leaves the others settled."""
     with runtime.session() as s:
         rows = [(kind, *row) for kind in KINDS.values() for row in kind.leftovers(s, job_id)]
         stores = {st.id: st for st in s.scalars(select(ImageStore))}
         s.expunge_all()
     mover = Mover(runtime, job_id, stores, lambda n: None, lambda: False, log)
+    unsettled = 0
     for kind, oid, store_id, state, prefix in rows:
         prefix += "/"
-        if state == S.Destroyed.value:  # switched: only the source's files are left to remove
-            runtime.drivers.for_store(stores[store_id]).delete_prefix(prefix)
-            mover._tx(lambda s: kind.forget_source(s, oid, store_id, job_id))
-        elif state == S.Creating.value:
-            mover._tx(lambda s: _drop_creating(s, kind, oid, store_id, job_id))
-            runtime.drivers.for_store(stores[store_id]).delete_prefix(prefix)
-        else:  # Migrating source of an unfinished move
-            mover._tx(lambda s: kind.release(s, oid, store_id, -1, job_id, runtime.now()))
+        try:
+            if state == S.Destroyed.value:  # switched: only the source's files are left to remove
+                unsettled += mover._finish(kind, oid, store_id, prefix) is None
+            elif state == S.Creating.value:
+                mover._tx(lambda s: _drop_creating(s, kind, oid, store_id, job_id))
+                runtime.drivers.for_store(stores[store_id]).delete_prefix(prefix)
+            else:  # Migrating source of an unfinished move
+                mover._tx(lambda s: kind.release(s, oid, store_id, -1, job_id, runtime.now()))
+        except (StoreError, OSError) as exc:
+            unsettled += 1
+            log.warning("migration job %s: %s under %s on image store %s not cleaned up: %s", job_id, kind.name,
+                        prefix, stores[store_id].name, exc)
     if rows:
-        log.info("migration job %s ended: %d half-done moves settled", job_id, len(rows))
+        log.info("migration job %s: %d half-done moves settled, %d left", job_id, len(rows) - unsettled, unsettled)
 
 
 def _drop_creating(session: Session, kind: ObjectKind, oid: int, store_id: int, job_id: int) -> None:
@@ -663,7 +720,13 @@ def run_moves(jctx: "JobContext", policy: str, checkpoint: dict[str, Any]) -> di
         jctx.progress(pct, objectsdone=objs, objectstotal=counters.objects_total, bytesdone=min(done, total),
                       bytestotal=total)
 
+    cancelling = threading.Event()  # set once cancellation is seen: copies in flight stop
+
     def on_bytes(n: int) -> None:
+        # (a lost lease is not a cancellation: the new owner decides the moves; report() stops us)
+        if cancelling.is_set() or (jctx.cancelled() and not jctx.lost):
+            cancelling.set()
+            raise Cancelled()
         with counters.lock:
             counters.in_flight += n
         report()
@@ -674,12 +737,20 @@ def run_moves(jctx: "JobContext", policy: str, checkpoint: dict[str, Any]) -> di
     report()
     with ThreadPoolExecutor(max_workers=sessions, thread_name_prefix=f"migrate-{jctx.job_uuid[:8]}") as pool:
         running: dict = {}
-        stopping = False
-        while running or (pending and not stopping):
+        stopping = untidy = False
+        while True:
+            # (cancelled() is also true once the lease is lost; a cancellation that comes when
+            # every move is done changes nothing)
+            if not stopping and (cancelling.is_set() or ((pending or running) and jctx.cancelled())):
+                stopping = True
+                if not jctx.lost:
+                    cancelling.set()
             while pending and len(running) < sessions and not stopping:
                 index = pending.pop(0)
                 running[pool.submit(mover.move, moves[index], moves[index]["name"])] = index
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            if not running:
+                break
+            done, _ = wait(running, timeout=CANCEL_POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
                 index = running.pop(future)
                 try:
@@ -687,6 +758,9 @@ def run_moves(jctx: "JobContext", policy: str, checkpoint: dict[str, Any]) -> di
                 except _Stop:
                     stopping = True
                     continue
+                if outcome.cancelled:
+                    continue
+                untidy |= outcome.untidy
                 with counters.lock:
                     counters.objects_done += 1
                     counters.bytes_done += moves[index]["bytes"]
@@ -695,9 +769,14 @@ def run_moves(jctx: "JobContext", policy: str, checkpoint: dict[str, Any]) -> di
                 _record_throughput(runtime, jctx.lease.owner, outcome)
                 jctx.save_checkpoint({**checkpoint, "finished": finished})
                 report()
-            if jctx.cancelled():
-                stopping = True
-        jctx.raise_if_cancelled()
+    if stopping:
+        if not jctx.lost:
+            # Cancelled: what this attempt or a dead one left half-way is settled now, under
+            # the lease (no failure hook runs for a cancelled job).
+            unwind(runtime, jctx.job_id)
+        jctx.raise_if_cancelled()  # LeaseLost instead when another worker owns the job
+    if untidy and not jctx.lost:
+        unwind(runtime, jctx.job_id)  # another try at the source copies that could not be removed
     jctx.flush_progress()
     moved = sum(1 for v in finished.values() if v is None)
     failures = [{"kind": moves[int(i)]["kind"], "id": moves[int(i)]["uuid"], "name": moves[int(i)]["name"],

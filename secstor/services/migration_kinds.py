@@ -7,7 +7,9 @@ unit. The claim is a SnapshotChainMove row (one per volume); while it exists as 
 backups of the volume wait (chain_moves.wait_for_chain_move) and the chain's manifests and chunks are
 copied, each chunk verified by its SHA-256 id after decompression at the source and again at
 the destination. The switch moves every Snapshot.store_id of the volume in one transaction;
-then the source prefix is deleted and the row with it.
+then the source prefix is deleted and the row with it. Snapshots deleted meanwhile
+(deleteSnapshot does not wait for the move) lose at the destination the manifest copied for
+them (``after_switch``).
 
 **Uploaded volume.** A volume uploaded to an image store and not yet attached (VolumeStoreRef,
 purpose upload) moves like a template: a per-store row, its image verified against the
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from secstor.chunks import ChunkStore, delete_manifest
 from secstor.chunks.store import ChunkCorrupted, decode_chunk
 from secstor.db.models import ImageStore, Snapshot, SnapshotChainMove, Volume, VolumeStoreRef
 from secstor.domain.states import OBJECT_IN_STORE, DownloadState, SnapshotState
@@ -30,7 +34,7 @@ from secstor.services.chain_moves import COPYING, SWITCHED
 from secstor.services.migration import S, E, Claim, ObjectKind, RefTableKind, StoredObject, object_kind
 from secstor.services.snapshots import chunk_prefix
 from secstor.services.volume_transfers import UPLOAD
-from secstor.stores.base import StoreDriver, StoreError
+from secstor.stores.base import ObjectNotFound, StoreDriver, StoreError
 
 if TYPE_CHECKING:
     from secstor.runtime import Runtime
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("secstor.migration")
 
 _CHUNK_KEY = re.compile(r"/chunks/[0-9a-f]{4}/([0-9a-f]{64})$")
+_MANIFEST_KEY = re.compile(r"/manifests/[^/]+$")
+# Hosts' clocks differ: a snapshot removed this long before a chain move began still counts as
+# removed during it (deleting a manifest that is already gone costs one request).
+CLOCK_SKEW = timedelta(minutes=10)
 
 
 class SnapshotChainKind(ObjectKind):
@@ -116,22 +124,59 @@ class SnapshotChainKind(ObjectKind):
         session.flush()
         return Claim("copy")
 
-    def copy_object(self, src: StoreDriver, dst: StoreDriver, key: str, on_bytes: Callable[[int], None]) -> bool:
+    def copy_object(self, src: StoreDriver, dst: StoreDriver, key: str, on_bytes: Callable[[int], None]
+                    ) -> int | None:
         """A chunk is verified by its id: decoded at the source (a damaged chunk is not spread),
-        written, read back and decoded at the destination. Manifests take the generic path."""
-        match = _CHUNK_KEY.search(key)
-        if match is None:
-            return False
-        cid = match.group(1)
+        written, read back and decoded at the destination; a manifest is read back and compared.
+        A file gone from the source since the listing is skipped: only deleteSnapshot (a
+        manifest) and the GC (a chunk no manifest uses) remove files of a chain, and neither
+        would be wanted at the destination (``after_switch`` removes a manifest copied before
+        its snapshot was deleted)."""
+        chunk = _CHUNK_KEY.search(key)
+        if chunk is None and _MANIFEST_KEY.search(key) is None:
+            return None
         try:
             blob = b"".join(src.open_reader(key))
-            decode_chunk(cid, blob)
+        except ObjectNotFound:
+            log.info("%s left the source store during the move of its chain: not copied", key)
+            return 0
+        try:
+            if chunk is not None:
+                decode_chunk(chunk.group(1), blob)
             dst.put(key, [blob], size_hint=len(blob))
-            decode_chunk(cid, b"".join(dst.open_reader(key)))
+            back = b"".join(dst.open_reader(key))
+            if chunk is not None:
+                decode_chunk(chunk.group(1), back)
+            elif back != blob:
+                raise StoreError(f"manifest {key} reads back different from what was written")
         except ChunkCorrupted as exc:
             raise StoreError(f"chunk {key}: {exc}") from None
         on_bytes(len(blob))
-        return True
+        return len(blob)
+
+    def after_switch(self, runtime, object_id, job_id):
+        """deleteSnapshot during the copy deletes the manifest where the snapshot was then, the
+        source, possibly after it was copied: its copy at the destination would keep the chunks
+        it uses from the GC forever. Every snapshot of the volume deleted (or being deleted)
+        since the move began loses its manifest at the destination; a deletion that starts after
+        the switch finds the snapshot there itself."""
+        with runtime.session() as s:
+            move = s.get(SnapshotChainMove, object_id)
+            if move is None or move.job_id != job_id or move.state != SWITCHED:
+                return
+            volume, store = s.get(Volume, object_id), s.get(ImageStore, move.dst_store_id)
+            deleted = list(s.scalars(select(Snapshot.uuid).where(
+                Snapshot.volume_id == object_id,
+                or_(Snapshot.state.in_((SnapshotState.Destroying.value, SnapshotState.Destroyed.value)),
+                    Snapshot.removed.is_not(None)),
+                or_(Snapshot.removed.is_(None), Snapshot.removed >= move.created - CLOCK_SKEW))))
+            prefix = chunk_prefix(volume.account_id, volume.id)
+            s.expunge(store)
+        chunks = ChunkStore(runtime.drivers.for_store(store), prefix)
+        for snapshot_uuid in deleted:
+            if delete_manifest(chunks, snapshot_uuid):
+                log.info("manifest of snapshot %s, deleted during the move of its chain, removed from image store %s",
+                         snapshot_uuid, store.name)
 
     def switch(self, session, object_id, src_id, dst_id, job_id, now):
         move = session.get(SnapshotChainMove, object_id, with_for_update=True)

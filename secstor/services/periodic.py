@@ -5,3 +5,4 @@ import secstor.services.template_sync  # noqa: F401  (template copies on new sto
 import secstor.services.snapshots  # noqa: F401  (snapshot policies, snapshot chunk GC)
 import secstor.services.volume_transfers  # noqa: F401  (abandoned uploads, expired extract copies)
 import secstor.services.staging  # noqa: F401  (least-recently-used eviction of staging copies)
+import secstor.services.region_sync  # noqa: F401  (zone templates uploaded to the region store)

@@ -34,6 +34,9 @@ from secstor.primary.posix import QCOW2, PoolError, reflink
 from secstor.services import volumes as vols
 from secstor.services.background import periodic_task
 from secstor.services.chain_moves import wait_for_chain_move, wait_while_chain_moves
+from secstor.services.staging import _driver_if_reachable as driver_if_reachable  # the staging clean-up's probe
+from secstor.services.staging import STAGING_ROLE, eviction_interval_seconds
+from secstor.services.templates import region_store_to_receive
 from secstor.stores.base import StoreError
 from secstor.stores.local import copy_file_sparse
 
@@ -51,6 +54,7 @@ SCRUB_HANDLER = "snapshot.scrub"
 PRIMARY, SECONDARY = "primary", "secondary"
 MANUAL, RECURRING = "MANUAL", "RECURRING"
 SNAPSHOT_DIR = "snapshots"  # on the pool: <pool>/snapshots/<snapshot uuid>
+TO_REGION_SETTING = "snapshot.backup.to.region.store"
 # States in which a snapshot's content can be read back.
 RESTORABLE = (SnapshotState.BackedUp.value,)
 
@@ -109,17 +113,24 @@ def _qemu_convert(source: Path, src_fmt: str, target: Path, dst_fmt: str) -> Non
 
 
 def _chain_store(runtime: "Runtime", session: Session, snapshot: Snapshot) -> int:
-    """The image store holding the volume's snapshots, or (first snapshot) the store placement picks."""
+    """The image store holding the volume's snapshots, or (first snapshot) the store placement
+    picks: a region-wide store first while ``snapshot.backup.to.region.store`` is true and the
+    zone uses the region store (it has a staging store), so the snapshot is usable in every zone;
+    else the zone's own stores; the other kind failing that."""
     chained = session.scalars(select(Snapshot.store_id).where(
         Snapshot.volume_id == snapshot.volume_id, Snapshot.store_id.is_not(None), Snapshot.removed.is_(None))
         .order_by(Snapshot.id.desc())).first()
     if chained is not None:
         return chained
+    algorithm = runtime.settings.get("image.store.allocation.algorithm")
+    threshold = runtime.settings.get("secondary.storage.capacity.threshold")
     stores = list(session.scalars(select(ImageStore).where(
-        ImageStore.zone_id == snapshot.zone_id, ImageStore.removed.is_(None), ImageStore.role == "Image")
-        .order_by(ImageStore.id)))
-    chosen = stores_for_new_data(stores, runtime.settings.get("image.store.allocation.algorithm"),
-                                 runtime.settings.get("secondary.storage.capacity.threshold"))
+        ImageStore.zone_id == snapshot.zone_id, ImageStore.removed.is_(None)).order_by(ImageStore.id)))
+    in_zone = stores_for_new_data(stores, algorithm, threshold)  # role Image only
+    region = region_store_to_receive(session, algorithm, threshold)
+    uses_region = any(store.role == STAGING_ROLE for store in stores)
+    chosen = [region, *in_zone] if uses_region and runtime.settings.get(TO_REGION_SETTING) else [*in_zone, region]
+    chosen = [store for store in chosen if store is not None]
     if not chosen:
         raise OperationFailed(f"Unable to find an image store in the zone to back snapshot {snapshot.uuid} up to")
     return chosen[0].id
@@ -248,27 +259,85 @@ def snapshot_failed(runtime: "Runtime", snapshot_id: int, reason: str) -> None:
 
 def delete_snapshot(runtime: "Runtime", snapshot_id: int, job_log) -> None:
     """Forget a snapshot: its manifest (chunks stay for GC: other snapshots may share them) or its
-    copy on primary. Never touches another snapshot."""
+    copy on primary. Never touches another snapshot. The manifest is on the chain's one store
+    (zone or region-wide: nothing of a snapshot is cached elsewhere); if that store is away, the
+    snapshot goes all the same and keeps its ``manifest_key`` until ``remove_owed_manifests``
+    has removed the manifest."""
     with runtime.session() as s:
         snap = s.get(Snapshot, snapshot_id)
         if snap.state == SnapshotState.Destroyed.value:
             return
         if snap.state != SnapshotState.Destroying.value:
             transition(snap, SnapshotEvent.DestroyRequested, runtime.now())
-        store = chunk_store(runtime, s, snap.store_id, chunk_prefix(snap.account_id, snap.volume_id)) \
-            if snap.manifest_key else None
+        store_row = s.get(ImageStore, snap.store_id) if snap.manifest_key else None
         copy = Path(s.get(StoragePool, snap.pool_id).path) / snap.primary_path if snap.primary_path else None
-        snap_uuid = snap.uuid
-    if store is not None:
-        delete_manifest(store, snap_uuid)
+        snap_uuid, prefix = snap.uuid, chunk_prefix(snap.account_id, snap.volume_id)
+        s.flush()
+        s.expunge_all()  # store_row is used after the transaction
+    gone = store_row is None or _remove_manifest(runtime, store_row, prefix, snap_uuid, job_log)
     if copy is not None:
         copy.unlink(missing_ok=True)
     with runtime.session() as s:
         snap = s.get(Snapshot, snapshot_id)
         snap.primary_path = None
+        if gone:
+            snap.manifest_key = None
         transition(snap, SnapshotEvent.OperationSucceeded, runtime.now())
         snap.removed = runtime.now()
-    job_log.info("snapshot %s deleted", snap_uuid)
+    job_log.info("snapshot %s deleted%s", snap_uuid, "" if gone else "; its manifest is removed once its store is back")
+
+
+def _remove_manifest(runtime: "Runtime", store_row: ImageStore, prefix: str, snap_uuid: str, job_log, *,
+                     reachable: bool = False) -> bool:
+    """Remove a snapshot's manifest; True once it is surely gone from the store. ``reachable``:
+    the store has just passed its probe, so finding nothing to remove means it is gone."""
+    try:
+        if delete_manifest(ChunkStore(runtime.drivers.for_store(store_row), prefix), snap_uuid):
+            return True
+    except (StoreError, OSError, ValueError) as exc:  # ValueError: a driver that cannot even be built
+        job_log.warning("snapshot %s: manifest not removed from image store %s: %s", snap_uuid, store_row.name, exc)
+        return False
+    if reachable:
+        return True
+    # Nothing removed: gone already (a retry), or the store is away (an unmounted export looks empty).
+    driver, why = driver_if_reachable(runtime, store_row)
+    if driver is None:
+        job_log.warning("snapshot %s: image store %s unreachable, manifest removal postponed: %s", snap_uuid,
+                        store_row.name, why)
+    return driver is not None
+
+
+def remove_owed_manifests(runtime: "Runtime") -> int:
+    """Remove the manifests of deleted snapshots whose store was away (they keep ``manifest_key``);
+    the number removed. Each store is probed once per pass; one still away keeps its debts for
+    the next pass; a deleted store owes nothing. A chain moved meanwhile carries its removed
+    snapshots along (Snapshot.store_id), so the removal follows it."""
+    with runtime.session() as s:
+        owed = s.execute(select(Snapshot.id, Snapshot.uuid, Snapshot.account_id, Snapshot.volume_id, Snapshot.store_id)
+                         .where(Snapshot.removed.is_not(None), Snapshot.manifest_key.is_not(None))
+                         .order_by(Snapshot.store_id, Snapshot.id)).all()
+        stores = {st.id: st for st in s.scalars(select(ImageStore).where(ImageStore.id.in_({o[4] for o in owed})))}
+        s.expunge_all()
+    reachable: dict[int, bool] = {}
+    done = 0
+    for snapshot_id, snap_uuid, account_id, volume_id, store_id in owed:
+        store = stores[store_id]
+        if store.removed is None:
+            if store_id not in reachable:
+                reachable[store_id] = driver_if_reachable(runtime, store)[0] is not None
+            if not reachable[store_id] or not _remove_manifest(runtime, store, chunk_prefix(account_id, volume_id),
+                                                               snap_uuid, log, reachable=True):
+                reachable[store_id] = False  # away (again): its other debts wait for the next pass
+                continue
+        with runtime.session() as s:
+            s.get(Snapshot, snapshot_id).manifest_key = None
+        done += 1
+    return done
+
+
+@periodic_task("snapshot-owed-manifests", eviction_interval_seconds)
+def _periodic_owed_manifests(runtime: "Runtime") -> None:
+    remove_owed_manifests(runtime)
 
 
 # ---- reading back: revert, new volumes -----------------------------------------------------------

@@ -231,9 +231,10 @@ def _driver_if_reachable(runtime: "Runtime", store: ImageStore) -> tuple["StoreD
 
 
 def delete_cached_copy(runtime: "Runtime", store: ImageStore, prefix: str, job_log) -> int | None:
-    """Remove a cached copy's directory from a staging store; the objects removed, or None when
-    the store is unreachable: the removal is then recorded and retried by a periodic task, and
-    the caller forgets the copy as if it were gone (the template does not wait for the store)."""
+    """Remove a copy's directory from a staging or region store; the objects removed, or None when
+    the store is unreachable: the removal is then recorded and retried by a periodic task until it
+    succeeds, and the caller forgets the copy as if it were gone (the template does not wait for
+    the store)."""
     driver, reason = _driver_if_reachable(runtime, store)
     if driver is not None:
         try:
@@ -245,28 +246,35 @@ def delete_cached_copy(runtime: "Runtime", store: ImageStore, prefix: str, job_l
                                                           PendingStoreDeletion.prefix == prefix)) is None:
             s.add(PendingStoreDeletion(store_id=store.id, prefix=prefix, attempts=1, last_error=reason,
                                        created=runtime.now()))
-    job_log.warning("staging store %s (%s) unreachable, removal of %s postponed: %s", store.name, store.uuid, prefix,
-                    reason)
+    job_log.warning("%s store %s (%s) unreachable, removal of %s postponed: %s", _kind(store), store.name, store.uuid,
+                    prefix, reason)
     return None
 
 
+def _kind(store: ImageStore) -> str:
+    return "staging" if store.role == STAGING_ROLE else "region" if store.zone_id is None else "image"
+
+
 def retry_pending_deletions(runtime: "Runtime") -> int:
-    """Retry the removals staging stores owe; the number completed. A store still unreachable
-    keeps its records (attempts and last error updated); a deleted store's records go."""
+    """Retry the removals staging and region stores owe; the number completed. A store still
+    unreachable keeps its records (attempts and last error updated); a deleted store's records go."""
     with runtime.session() as s:
         pending = s.execute(select(PendingStoreDeletion, ImageStore)
                             .join(ImageStore, ImageStore.id == PendingStoreDeletion.store_id)
                             .order_by(PendingStoreDeletion.id)).all()
         s.expunge_all()
     done = 0
+    probed: dict[int, tuple["StoreDriver | None", str | None]] = {}  # one probe per store and pass
     for record, store in pending:
         error = None
         if store.removed is None:
-            driver, error = _driver_if_reachable(runtime, store)
+            if store.id not in probed:
+                probed[store.id] = _driver_if_reachable(runtime, store)
+            driver, error = probed[store.id]
             if driver is not None:
                 try:
                     removed = driver.delete_prefix(record.prefix)
-                    log.info("staging store %s (%s): postponed removal of %s done (%d objects)", store.name,
+                    log.info("%s store %s (%s): postponed removal of %s done (%d objects)", _kind(store), store.name,
                              store.uuid, record.prefix, removed)
                 except (StoreError, OSError) as exc:
                     error = str(exc)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from secstor.db.models import ImageStore, TemplateStoreRef, VMTemplate, Zone
 from secstor.domain import templates as dt
 from secstor.domain.errors import InvalidParameter, OperationFailed
-from secstor.domain.states import DownloadState, ObjectInStoreState
+from secstor.domain.states import READABLE_COPY_STATES, DownloadState, ObjectInStoreState
 from secstor.services import template_sync as sync
 from secstor.services import templates as svc
 
@@ -31,7 +31,7 @@ def ready_source(session: Session, template: VMTemplate, zone: Zone | None) -> T
     """A Ready copy to copy from (in ``zone`` if given); 431 as CloudStack when there is none."""
     stmt = (select(TemplateStoreRef)
             .where(TemplateStoreRef.template_id == template.id,
-                   TemplateStoreRef.state == ObjectInStoreState.Ready.value)
+                   TemplateStoreRef.state.in_(READABLE_COPY_STATES))
             .order_by(TemplateStoreRef.id).limit(1))
     if zone is not None:
         stmt = stmt.where(TemplateStoreRef.zone_id == zone.id)

@@ -10,11 +10,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import and_, false, or_, select, union_all
-from sqlalchemy.orm import Bundle, Session
+from sqlalchemy import and_, bindparam, false, or_, select, union_all
+from sqlalchemy.orm import Session, object_session
 
-from secstor.api.format import cs_date, drop_none
-from secstor.db.models import Account, ImageStore, LaunchPermission, TemplateStoreRef, VMTemplate, Zone
+from secstor.api.format import cs_date
+from secstor.db.models import (
+    Account, AsyncJob, Domain, ImageStore, LaunchPermission, TemplateStoreRef, VMTemplate, Zone,
+)
 from secstor.domain import templates as dt
 from secstor.domain.errors import InvalidParameter, OperationFailed
 from secstor.domain.states import OBJECT_IN_STORE, DownloadState, ObjectInStoreEvent, ObjectInStoreState
@@ -36,6 +38,7 @@ log = logging.getLogger("secstor.templates")
 
 DOWNLOAD_HANDLER = "template.download"
 DELETE_HANDLER = "template.delete"
+REGION_UPLOAD_HANDLER = "template.region.upload"  # secstor.services.region_sync
 ALL_ZONES = "-1"
 PCT_WRITE_SECONDS = 1.0  # a copy's download percentage is written at most this often
 GIB = 1 << 30
@@ -182,6 +185,7 @@ def download_options(runtime: "Runtime") -> DownloadOptions:
         stall_timeout=float(s.get("secstorage.download.stall.timeout")),
         max_retries=int(s.get("secstorage.download.max.retries")),
         max_bytes=int(s.get("max.template.iso.size")) * GIB,
+        ca_bundle=s.get("secstorage.download.ca.bundle") or None,
     )
 
 
@@ -333,16 +337,37 @@ def download_failed_for_good(runtime: "Runtime", job_id: int, ref_id: int, reaso
 # ---- deletion ---------------------------------------------------------------------------------
 
 def copies_to_delete(session: Session, template: VMTemplate, zone: Zone | None) -> list[TemplateStoreRef]:
-    stmt = select(TemplateStoreRef).where(TemplateStoreRef.template_id == template.id)
-    if zone is not None:
-        stmt = stmt.where(TemplateStoreRef.zone_id == zone.id)
-    return list(session.scalars(stmt))
+    """Every copy, or those of one zone: its zone stores' and staging stores' copies. A copy on a
+    region-wide store serves every zone, so a zone's deletion keeps it while another live zone
+    may use it, unless it is not Ready and the zone held the last Ready copy it could be filled from."""
+    copies = list(session.scalars(select(TemplateStoreRef).where(TemplateStoreRef.template_id == template.id)
+                                  .order_by(TemplateStoreRef.id)))
+    if zone is None:
+        return copies
+    region = [c for c in copies if c.zone_id is None]
+    if region and _region_copy_kept(session, copies, zone):
+        region = []
+    return [c for c in copies if c.zone_id == zone.id] + region
+
+
+def _region_copy_kept(session: Session, copies: list[TemplateStoreRef], zone: Zone) -> bool:
+    other_zone = session.scalar(select(Zone.id).where(Zone.id != zone.id, Zone.removed.is_(None)).limit(1))
+    ready = ObjectInStoreState.Ready.value
+    return other_zone is not None and any(c.state == ready and c.zone_id != zone.id for c in copies)
 
 
 def refuse_while_downloading(copies: list[TemplateStoreRef]) -> None:
     busy = (DownloadState.DOWNLOAD_IN_PROGRESS.value, DownloadState.UPLOAD_IN_PROGRESS.value)
-    if any(c.download_state in busy for c in copies):
+    if any(c.download_state in busy and not _region_sync_upload(c) for c in copies):
         raise InvalidParameter(DOWNLOADING_REFUSAL, "id")
+
+
+def _region_sync_upload(copy: TemplateStoreRef) -> bool:
+    """A region copy the background sync is uploading: no reason to refuse a deletion (the
+    upload removes what it wrote once it finds its copy deleted)."""
+    session = object_session(copy)
+    return copy.zone_id is None and copy.job_id is not None and session is not None and session.scalar(
+        select(AsyncJob.handler).where(AsyncJob.id == copy.job_id)) == REGION_UPLOAD_HANDLER
 
 
 def delete(runtime: "Runtime", template_id: int, zone_id: int | None, job_log) -> None:
@@ -360,8 +385,8 @@ def delete(runtime: "Runtime", template_id: int, zone_id: int | None, job_log) -
         s.flush()
         s.expunge_all()
     for ref_id, store in targets:
-        if store.role == STAGING_ROLE:  # an offline staging store must not hold the deletion up
-            removed = delete_cached_copy(runtime, store, directory + "/", job_log)
+        if store.role == STAGING_ROLE or store.zone_id is None:  # an offline staging or region store
+            removed = delete_cached_copy(runtime, store, directory + "/", job_log)  # must not hold it up
         else:
             removed = runtime.drivers.for_store(store).delete_prefix(directory + "/")
         if removed is not None:
@@ -388,23 +413,32 @@ def _holds_template_copies(session: Session, runtime: "Runtime", store: ImageSto
 # ---- region-wide copies in the listing (issue 6) -----------------------------------------------
 # A copy on a region-wide store has no zone (zone_id NULL) and counts for every live zone.
 
-def copy_zones(template_ids: tuple[int, int] | None = None):
+def region_copies_possible(session: Session) -> bool:
+    """Whether a copy may have no zone: only a store without a zone (region-wide, removed or
+    not) holds such copies. Without one, listings join the copies directly: the copy/zone
+    union of copy_zones costs listTemplates 2-3 times more on 100,000 templates."""
+    return session.scalar(select(ImageStore.id).where(ImageStore.zone_id.is_(None)).limit(1)) is not None
+
+
+def copy_zones(first: int | None = None, last: int | None = None):
     """(template_id, zone_id, state) of every copy and zone it serves: its own zone, or every
-    live zone for a copy on a region-wide store; only of templates in the ``template_ids``
-    range if given (inside the union, so SQLite does not build it for every template)."""
+    live zone for a copy on a region-wide store; only of templates with ids from ``first`` to
+    ``last`` if given (inside the union, so SQLite does not build it for every template)."""
     ref = TemplateStoreRef
     own = select(ref.template_id, ref.zone_id, ref.state).where(ref.zone_id.is_not(None))
     region = (select(ref.template_id, Zone.id.label("zone_id"), ref.state)
               .join(Zone, and_(ref.zone_id.is_(None), Zone.removed.is_(None))))
-    if template_ids is not None:
-        own, region = (part.where(ref.template_id.between(*template_ids)) for part in (own, region))
+    if first is not None:
+        own, region = (part.where(ref.template_id >= first) for part in (own, region))
+    if last is not None:
+        own, region = (part.where(ref.template_id <= last) for part in (own, region))
     return union_all(own, region).subquery("copy_zones")
 
 
 def with_region_copies(session: Session, pairs: list[tuple[int, int | None]],
                        copies: dict[tuple[int, int | None], list]) -> dict[tuple[int, int | None], list]:
     """``copies`` by (template, zone) with each template's region-wide copies added to every
-    zone of ``pairs``, named as that zone (template_response reads the zone off its copies)."""
+    zone of ``pairs``, named as that zone (a copy's last two fields are its zone's uuid and name)."""
     if not any(t_zone[1] is None for t_zone in copies):
         return copies
     zones = {z.id: z for z in session.execute(select(Zone.id, Zone.uuid, Zone.name)
@@ -412,7 +446,7 @@ def with_region_copies(session: Session, pairs: list[tuple[int, int | None]],
     merged = defaultdict(list, copies)
     for t, z in pairs:
         if z is not None and copies.get((t, None)):
-            merged[(t, z)] = list(copies.get((t, z), [])) + [(*row[:4], zones[z].uuid, zones[z].name)
+            merged[(t, z)] = list(copies.get((t, z), [])) + [(*row[:-2], zones[z].uuid, zones[z].name)
                                                                for row in copies[(t, None)]]
     return merged
 
@@ -457,20 +491,27 @@ def _visible(q: ListQuery):
     return visible
 
 
-def zone_rows_select(q: ListQuery, template_ids: tuple[int, int] | None = None):
-    """(template id, zone id) pairs to list, one per template and zone, as CloudStack lists;
-    only of templates with ids in the ``template_ids`` range (first, last) if given."""
-    copy = copy_zones(template_ids)
-    stmt = (select(VMTemplate.id, copy.c.zone_id)
-            .join(copy, copy.c.template_id == VMTemplate.id)
-            .where(VMTemplate.removed.is_(None), VMTemplate.is_iso.is_(q.is_iso)).distinct())
+def zone_rows_select(q: ListQuery, template_ids: tuple[int, int] | None = None, *, region: bool = True):
+    """(template_id, zone_id) pairs to list, one per template and zone, as CloudStack lists, in
+    that order; only of templates with ids in the ``template_ids`` range (first, last) if given.
+    ``region``: whether copies on region-wide stores may exist (region_copies_possible)."""
+    if region:
+        copy = copy_zones(*(template_ids or (None, None)))
+        zone_id, state = copy.c.zone_id, copy.c.state
+        stmt = select(VMTemplate.id.label("template_id"), zone_id).join(copy, copy.c.template_id == VMTemplate.id)
+    else:
+        ref = TemplateStoreRef
+        zone_id, state = ref.zone_id, ref.state
+        stmt = (select(VMTemplate.id.label("template_id"), zone_id).join(ref, ref.template_id == VMTemplate.id)
+                .where(ref.zone_id.is_not(None)))
+    stmt = stmt.where(VMTemplate.removed.is_(None), VMTemplate.is_iso.is_(q.is_iso)).distinct()
     if template_ids is not None:
         stmt = stmt.where(VMTemplate.id.between(*template_ids))
     visible = _visible(q)
     if visible is not None:
         stmt = stmt.where(visible)
     if q.visibility.ready_only or q.ready_only:
-        stmt = stmt.where(copy.c.state == ObjectInStoreState.Ready.value)
+        stmt = stmt.where(state == ObjectInStoreState.Ready.value)
     if q.template_uuid:
         stmt = stmt.where(VMTemplate.uuid == q.template_uuid)
     if q.name:
@@ -478,101 +519,160 @@ def zone_rows_select(q: ListQuery, template_ids: tuple[int, int] | None = None):
     if q.keyword:
         stmt = stmt.where(VMTemplate.name.contains(q.keyword, autoescape=True))
     if q.zone_id is not None:
-        stmt = stmt.where(copy.c.zone_id == q.zone_id)
+        stmt = stmt.where(zone_id == q.zone_id)
     if q.hypervisor:
         stmt = stmt.where(VMTemplate.hypervisor == q.hypervisor)
     if q.bootable is not None:
         stmt = stmt.where(VMTemplate.bootable.is_(q.bootable))
     if q.is_public is not None:
         stmt = stmt.where(VMTemplate.is_public.is_(q.is_public))
-    return stmt.order_by(VMTemplate.id, copy.c.zone_id)
+    return stmt.order_by(VMTemplate.id, zone_id)
 
 
-_REF_COLUMNS = ("id", "template_id", "zone_id", "state", "download_state", "download_pct", "error_text")
+_T = VMTemplate.__table__.c
+_TEMPLATE_COLUMNS = (_T.id, _T.uuid, _T.name, _T.displaytext, _T.is_public, _T.created, _T.bootable, _T.featured,
+                     _T.extractable, _T.cross_zones, _T.ostypeid, _T.account_id, _T.size, _T.physical_size,
+                     _T.checksum, _T.checksum_computed, _T.passwordenabled, _T.isdynamicallyscalable, _T.details_json,
+                     _T.is_iso, _T.format, _T.hypervisor, _T.template_type, _T.bits, _T.sshkeyenabled, _T.requireshvm)
+_R = TemplateStoreRef.__table__.c
+
+
+def _of_templates(stmt, template_id):
+    """``stmt`` for the templates of a page, by id range (``first``, ``last``) and by ids (``ids``):
+    built once, as the statements of responses() (building them took a page 2-3 ms)."""
+    return {"range": stmt.where(template_id.between(bindparam("first"), bindparam("last"))),
+            "ids": stmt.where(template_id.in_(bindparam("ids", expanding=True)))}
+
+
+_TEMPLATES = _of_templates(select(*_TEMPLATE_COLUMNS, Account.name, Account.uuid, Domain.name, Domain.uuid)
+                           .join(Account, Account.id == _T.account_id).join(Domain, Domain.id == Account.domain_id),
+                           _T.id)
+_COPIES = _of_templates(select(_R.template_id, _R.zone_id, _R.state, _R.download_state, _R.download_pct,
+                               _R.error_text, _R.store_id).order_by(_R.id), _R.template_id)
+_STORES = (select(ImageStore.id, ImageStore.name, ImageStore.uuid, ImageStore.role, Zone.id, Zone.uuid, Zone.name)
+           .outerjoin(Zone, Zone.id == ImageStore.zone_id).where(ImageStore.id.in_(bindparam("ids", expanding=True))))
+# Fields of a response that depend on the zone: set per zone in the template's shared body,
+# and dropped there when the zone has no copy.
+_ZONE_FIELDS = ("zoneid", "zonename", "status")
+# Fields from NULLable columns, which CloudStack omits when null.
+_NULLABLE = ("displaytext", "ostypeid", "size", "physicalsize", "checksum", "details", "hypervisor")
 
 
 def responses(session: Session, pairs: list[tuple[int, int | None]], *, is_admin: bool) -> list[dict[str, Any]]:
-    """Template responses for (template id, zone id) pairs in three queries whatever their number."""
+    """Template responses for (template id, zone id) pairs in three queries whatever their number.
+
+    Plain rows (Core, on the session's connection), and what does not depend on the zone built
+    once per template: ORM objects and a full response built per pair took most of a 500-item
+    page's time (bench/list_templates.py, docs/benchmarks.md).
+    """
     if not pairs:
         return []
+    session.flush()  # the caller's changes, as session.execute would: the reads below use the connection
+    conn = session.connection()
     ids = list(dict.fromkeys(t for t, _ in pairs))
-    # Plain rows, not ORM objects: template_response only reads attributes, and building 500
-    # templates and 1,500 copies as tracked objects took half of a 500-item page's time.
-    templates = {t.id: t for t in session.execute(select(VMTemplate.__table__).where(VMTemplate.id.in_(ids)))}
-    accounts = {a.id: a for a in session.scalars(
-        select(Account).where(Account.id.in_({t.account_id for t in templates.values()})))}
+    first, last = min(ids), max(ids)
+    # A page's ids nearly fill their range: reading the few rows not asked for costs less than
+    # binding 500 parameters per query.
+    which, params = ("range", {"first": first, "last": last}) if last - first < 2 * len(ids) else ("ids", {"ids": ids})
+    templates = {row[0]: row for row in conn.execute(_TEMPLATES[which], params).all()}
+    rows = conn.execute(_COPIES[which], params).all()
+    # Stores and zones are few: read once, not joined to each copy (that doubled the query's
+    # time). A copy's zone is its store's; any other is read apart.
+    stores, zones = {}, {}
+    for store_id, name, uuid, role, zone_id, zone_uuid, zone_name in conn.execute(
+            _STORES, {"ids": list({r[6] for r in rows})}):
+        stores[store_id] = (name, uuid, role)
+        if zone_id is not None:
+            zones[zone_id] = (zone_uuid, zone_name)
+    missing = {r[1] for r in rows if r[1] is not None} - zones.keys()
+    if missing:
+        zones.update((z, (u, n)) for z, u, n in conn.execute(select(Zone.id, Zone.uuid, Zone.name)
+                                                              .where(Zone.id.in_(missing))))
+    # A copy: (state, download state, percent, error text, downloaddetails entry, zone uuid, zone name).
     copies: dict[tuple[int, int | None], list] = defaultdict(list)
-    ref = Bundle("ref", *(TemplateStoreRef.__table__.c[name] for name in _REF_COLUMNS))
-    rows = session.execute(
-        select(ref, ImageStore.name, ImageStore.uuid, ImageStore.role, Zone.uuid, Zone.name)
-        .join(ImageStore, ImageStore.id == TemplateStoreRef.store_id)
-        .outerjoin(Zone, Zone.id == TemplateStoreRef.zone_id)
-        .where(TemplateStoreRef.template_id.in_(ids)).order_by(TemplateStoreRef.id))
-    for row in rows:
-        copies[(row[0].template_id, row[0].zone_id)].append(row)
+    entries: dict[tuple, dict[str, str]] = {}  # shared by the copies they describe alike (most are)
+    for t, z, state, download_state, pct, error, store_id in rows:
+        entry = entries.get((store_id, pct, download_state))
+        if entry is None:
+            store_name, store_uuid, role = stores[store_id]
+            # Every value is a NOT NULL column: nothing to drop.
+            entry = entries[(store_id, pct, download_state)] = {
+                "datastore": store_name, "datastoreId": store_uuid, "datastoreRole": role,
+                "downloadPercent": str(pct), "downloadState": download_state} if is_admin else {
+                "datastore": store_name, "downloadPercent": str(pct), "downloadState": download_state}
+        copies[(t, z)].append((state, download_state, pct, error, entry, *zones.get(z, (None, None))))
     copies = with_region_copies(session, pairs, copies)
-    return [template_response(templates[t], accounts[templates[t].account_id], copies[(t, z)], is_admin=is_admin)
-            for t, z in pairs]
+    bodies: dict[int, tuple[dict[str, Any], bool]] = {}
+    statuses: dict[tuple, str] = {}  # status_text of each distinct copy state on the page
+    out = []
+    for t, z in pairs:
+        body = bodies.get(t)
+        if body is None:
+            body = bodies[t] = _template_body(templates[t])
+        out.append(_zone_response(body, copies.get((t, z), ()), statuses))
+    return out
 
 
-def template_response(t: VMTemplate, account: Account, copies: list, *, is_admin: bool) -> dict[str, Any]:
-    """CloudStack's TemplateResponse for one zone of ``t``; ``copies`` are its rows in that zone
-    as (ref, store name, store uuid, store role, zone uuid, zone name)."""
-    best = dt.representative(copies, lambda c: (c[0].download_state, c[0].download_pct)) if copies else None
-    ref = best[0] if best else None
-    details = [drop_none({
-        "datastore": c[1],
-        "datastoreId": c[2] if is_admin else None,
-        "datastoreRole": c[3] if is_admin else None,
-        "downloadPercent": str(c[0].download_pct),
-        "downloadState": c[0].download_state,
-    }) for c in copies]
-    checksum = t.checksum or t.checksum_computed
-    body: dict[str, Any] = {
-        "id": t.uuid,
-        "name": t.name,
-        "displaytext": t.displaytext,
-        "ispublic": t.is_public,
-        "created": cs_date(t.created),
-        "isready": any(dt.is_ready(c[0].state) for c in copies),
-        "bootable": t.bootable,
-        "isfeatured": t.featured,
-        "isextractable": t.extractable,
-        "crossZones": t.cross_zones,
-        "ostypeid": t.ostypeid,
-        "account": account.name,
-        "accountid": account.uuid,
-        "domain": account.domain.name,
-        "domainid": account.domain.uuid,
-        "zoneid": best[4] if best else None,
-        "zonename": best[5] if best else None,
-        "status": dt.status_text(ref.download_state, ref.download_pct, ref.error_text, ref.state, is_iso=t.is_iso)
-        if ref else None,
-        "size": t.size,
-        "physicalsize": t.physical_size,
-        "checksum": checksum.split("}", 1)[1] if checksum else None,
-        "passwordenabled": t.passwordenabled,
-        "isdynamicallyscalable": t.isdynamicallyscalable,
-        "directdownload": False,
-        "details": json.loads(t.details_json) if t.details_json else None,
-        "downloaddetails": details,
-        "tags": [],
+def _template_body(row) -> tuple[dict[str, Any], bool]:
+    """What a template's responses share in every zone, in CloudStack's field order, with the
+    zone's fields (isready, _ZONE_FIELDS, downloaddetails, tags) in their places; and whether it
+    is an ISO."""
+    (_id, uuid, name, displaytext, is_public, created, bootable, featured, extractable, cross_zones, ostypeid,
+     _account_id, size, physical_size, checksum, checksum_computed, passwordenabled, isdynamicallyscalable,
+     details_json, is_iso, fmt, hypervisor, template_type, bits, sshkeyenabled, requireshvm,
+     account, account_uuid, domain, domain_uuid) = row
+    checksum = checksum or checksum_computed
+    body = {
+        "id": uuid, "name": name, "displaytext": displaytext, "ispublic": is_public, "created": cs_date(created),
+        "isready": False, "bootable": bootable, "isfeatured": featured, "isextractable": extractable,
+        "crossZones": cross_zones, "ostypeid": ostypeid, "account": account, "accountid": account_uuid,
+        "domain": domain, "domainid": domain_uuid, "zoneid": None, "zonename": None, "status": None,
+        "size": size, "physicalsize": physical_size, "checksum": checksum.split("}", 1)[1] if checksum else None,
+        "passwordenabled": passwordenabled, "isdynamicallyscalable": isdynamicallyscalable, "directdownload": False,
+        "details": json.loads(details_json) if details_json else None, "downloaddetails": None, "tags": None,
     }
-    if not t.is_iso:
-        body.update({
-            "format": t.format,
-            "hypervisor": t.hypervisor,
-            "templatetype": t.template_type,
-            "bits": t.bits,
-            "sshkeyenabled": t.sshkeyenabled,
-            "requireshvm": t.requireshvm,
-            "deployasis": False,
-        })
-    return drop_none(body)
+    if not is_iso:
+        body.update(format=fmt, hypervisor=hypervisor, templatetype=template_type, bits=bits,
+                    sshkeyenabled=sshkeyenabled, requireshvm=requireshvm, deployasis=False)
+    for field in _NULLABLE:
+        if body.get(field, 0) is None:
+            del body[field]
+    return body, is_iso
+
+
+def _zone_response(shared: tuple[dict[str, Any], bool], copies, statuses: dict[tuple, str]) -> dict[str, Any]:
+    """CloudStack's TemplateResponse for one zone of a template: its ``shared`` body and its
+    ``copies`` in that zone (see responses); ``statuses`` memoizes status texts."""
+    template_body, is_iso = shared
+    body = template_body.copy()
+    body["downloaddetails"] = [c[4] for c in copies]
+    body["tags"] = []
+    if not copies:
+        for field in _ZONE_FIELDS:
+            del body[field]
+        return body
+    first, ready, mixed = copies[0], False, False
+    for c in copies:
+        ready = ready or dt.is_ready(c[0])
+        mixed = mixed or c[1] != first[1] or c[2] != first[2]
+    body["isready"] = ready
+    # When every copy ranks the same the first speaks, as with representative's max().
+    best = dt.representative(copies, lambda c: (c[1], c[2])) if mixed else first
+    state, download_state, pct, error, _entry, zone_uuid, zone_name = best
+    if zone_uuid is None:
+        del body["zoneid"], body["zonename"]
+    else:
+        body["zoneid"], body["zonename"] = zone_uuid, zone_name
+    key = (download_state, pct, error, state, is_iso)
+    status = statuses.get(key)
+    if status is None:
+        status = statuses[key] = dt.status_text(download_state, pct, error, state, is_iso=is_iso)
+    body["status"] = status
+    return body
 
 
 def responses_of(session: Session, template: VMTemplate, *, is_admin: bool) -> list[dict[str, Any]]:
     """Every zone's response of one template (registration answers, job results)."""
-    copy = copy_zones()
+    copy = copy_zones(template.id, template.id)
     zones = session.scalars(select(copy.c.zone_id).where(copy.c.template_id == template.id).distinct()).all()
     return responses(session, [(template.id, z) for z in sorted(zones, key=lambda z: z or 0)], is_admin=is_admin)

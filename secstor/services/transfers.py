@@ -28,7 +28,13 @@ from secstor.db.engine import READ_ONLY
 from secstor.db.models import Account, ImageStore, TemplateStoreRef, VMTemplate, Zone
 from secstor.domain import templates as dt
 from secstor.domain.errors import InvalidParameter, NotFound, OperationFailed
-from secstor.domain.states import OBJECT_IN_STORE, DownloadState, ObjectInStoreEvent, ObjectInStoreState
+from secstor.domain.states import (
+    OBJECT_IN_STORE,
+    READABLE_COPY_STATES,
+    DownloadState,
+    ObjectInStoreEvent,
+    ObjectInStoreState,
+)
 from secstor.movers.checksums import parse_checksum
 from secstor.movers.transfer import SizeLimitExceeded, TransferError, write_verified
 from secstor.security.tickets import TicketRefused, TicketSigner, UploadTicket
@@ -194,7 +200,8 @@ def _store_template_upload(runtime: "Runtime", claim: UploadClaim, chunks: Itera
     expected = parse_checksum(template.checksum) if template.checksum else None
     try:
         result = write_verified(driver, key, chunks, expected=expected, algorithms=("SHA-512", "SHA-256"),
-                                max_bytes=int(runtime.settings.get("max.template.iso.size")) * svc.GIB)
+                                max_bytes=int(runtime.settings.get("max.template.iso.size")) * svc.GIB,
+                                progress=upload_heartbeat(runtime, TemplateStoreRef, ref_id))
         svc.update_copy(runtime, ref_id, download_state=DownloadState.UPLOADED.value, download_pct=100)
         template = svc.finish_copy(runtime, ref_id, template, claim.store, driver, key, result.digests, log,
                                    failed_state=DownloadState.UPLOAD_ERROR)
@@ -210,6 +217,34 @@ def _store_template_upload(runtime: "Runtime", claim: UploadClaim, chunks: Itera
         if isinstance(exc, Exception):
             raise UploadFailed(status, reason) from exc
         raise
+
+
+def stall_limit(runtime: "Runtime") -> timedelta:
+    """How long an upload in progress may receive nothing before the upload monitor abandons it:
+    upload.operation.timeout, at least a minute (a timeout of 0 only closes the postURL)."""
+    return timedelta(minutes=max(int(runtime.settings.get("upload.operation.timeout")), 1))
+
+
+def upload_heartbeat(runtime: "Runtime", model: Any, ref_id: int) -> Callable[[int], None]:
+    """A write_verified progress callback that records now and then (a quarter of stall_limit,
+    at most a minute apart, by the runtime clock) that the upload into copy ``ref_id`` of
+    ``model`` (TemplateStoreRef or VolumeStoreRef) still receives bytes, in its ``updated``.
+    An upload whose process died stops beating, and the upload monitor abandons it."""
+    every = min(stall_limit(runtime) / 4, timedelta(minutes=1))
+    last = runtime.now()
+
+    def beat(_done: int) -> None:
+        nonlocal last
+        now = runtime.now()
+        if now - last < every:
+            return
+        last = now
+        with runtime.session() as s:  # a short transaction of its own, between two writes
+            s.execute(update(model).where(model.id == ref_id,
+                                          model.download_state == DownloadState.UPLOAD_IN_PROGRESS.value)
+                      .values(updated=now).execution_options(synchronize_session=False))
+
+    return beat
 
 
 def remove_quietly(driver: "StoreDriver", key: str) -> None:
@@ -237,7 +272,7 @@ def ready_copy(session: Session, template: VMTemplate, zone_id: int | None) -> t
     with CloudStack's message."""
     stmt = (select(TemplateStoreRef, Zone).outerjoin(Zone, Zone.id == TemplateStoreRef.zone_id)
             .where(TemplateStoreRef.template_id == template.id,
-                   TemplateStoreRef.state == ObjectInStoreState.Ready.value)
+                   TemplateStoreRef.state.in_(READABLE_COPY_STATES))
             .order_by(TemplateStoreRef.id).limit(1))
     if zone_id is not None:
         # The zone's own copies first, else a region-wide copy (it serves every zone).
@@ -323,7 +358,7 @@ def _open_template_extract(runtime: "Runtime", payload: dict[str, Any]) -> Extra
         ref = s.get(TemplateStoreRef, payload["copy"])
         template = s.get(VMTemplate, ref.template_id) if ref is not None else None
         if (template is None or template.removed is not None or template.uuid != payload["template"]
-                or ref.state != ObjectInStoreState.Ready.value):
+                or ref.state not in READABLE_COPY_STATES):
             raise ExtractGone(f"template {payload['template']} is no longer on this store")
         store = s.get(ImageStore, ref.store_id)
         s.expunge_all()

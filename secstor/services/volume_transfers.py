@@ -191,21 +191,34 @@ def _finish(runtime: "Runtime", up: _Upload, driver: "StoreDriver", digests: dic
         transfers.remove_quietly(driver, up.key)
         _failed(runtime, up.ref_id, exc.reason)
         raise OperationFailed(exc.reason) from None
+    abandoned = None
     with runtime.session() as s:
         ref = s.get(VolumeStoreRef, up.ref_id)
         volume = s.get(Volume, up.volume_id)
-        if volume.state not in _UPLOADING:  # deleted meanwhile: the sweep removes the image
+        if volume.state in (VolumeState.UploadError.value, VolumeState.UploadAbandoned.value):
+            abandoned = volume.error_text or volume.state  # the monitor gave up on it meanwhile
+        elif volume.state not in _UPLOADING:  # deleted meanwhile: the sweep removes the image
             job_log.info("volume %s was deleted during its upload", up.volume_uuid)
             return
-        ref.state = ObjectInStoreState.Ready.value
-        ref.download_state, ref.download_pct = DownloadState.DOWNLOADED.value, 100
-        ref.install_path, ref.size, ref.physical_size = up.key, info.virtual_size, info.physical_size
-        ref.checksum = ref.checksum or str(Checksum("SHA-512", digests["SHA-512"]))
-        ref.sha256, ref.updated = digests["SHA-256"], runtime.now()
-        volume.size = info.virtual_size
-        _transition(volume, VolumeEvent.OperationSucceeded, runtime.now())
+        else:
+            _mark_uploaded(runtime, ref, volume, up, info, digests)
+    if abandoned is not None:
+        # Tell the uploader the truth: the volume stays failed, so the bytes are not kept.
+        transfers.remove_quietly(driver, up.key)
+        raise OperationFailed(f"The upload of volume {up.volume_uuid} finished after it was given up: {abandoned}")
     job_log.info("volume %s (%s) uploaded to store %s as %s (%d bytes, virtual size %d)", up.volume_name,
                  up.volume_uuid, up.store.name, up.key, info.physical_size, info.virtual_size)
+
+
+def _mark_uploaded(runtime: "Runtime", ref: VolumeStoreRef, volume: Volume, up: _Upload, info,
+                   digests: dict[str, str]) -> None:
+    ref.state = ObjectInStoreState.Ready.value
+    ref.download_state, ref.download_pct = DownloadState.DOWNLOADED.value, 100
+    ref.install_path, ref.size, ref.physical_size = up.key, info.virtual_size, info.physical_size
+    ref.checksum = ref.checksum or str(Checksum("SHA-512", digests["SHA-512"]))
+    ref.sha256, ref.updated = digests["SHA-256"], runtime.now()
+    volume.size = info.virtual_size
+    _transition(volume, VolumeEvent.OperationSucceeded, runtime.now())
 
 
 def _failed(runtime: "Runtime", ref_id: int, reason: str) -> None:
@@ -298,7 +311,8 @@ def _store(runtime: "Runtime", claim: VolumeClaim, chunks: Iterable[bytes]) -> t
     driver = runtime.drivers.for_store(up.store)
     try:
         result = write_verified(driver, up.key, chunks, expected=up.expected, algorithms=("SHA-512", "SHA-256"),
-                                max_bytes=_max_bytes(runtime))
+                                max_bytes=_max_bytes(runtime),
+                                progress=transfers.upload_heartbeat(runtime, VolumeStoreRef, up.ref_id))
         _finish(runtime, up, driver, result.digests, log)
     except OperationFailed as exc:  # the image was refused; _finish recorded why
         raise transfers.UploadFailed(400, exc.message) from None
@@ -472,29 +486,62 @@ def copy_to_pool_failed(runtime: "Runtime", volume_id: int, reason: str) -> None
 # ---- expiry: abandoned uploads, expired extract copies, copies of deleted volumes ------------------
 
 def abandon_expired_uploads(runtime: "Runtime") -> int:
-    """Uploads never started before their postURL expired (upload.operation.timeout): template
-    copies become ABANDONED, volumes UploadAbandoned, as CloudStack's upload monitor marks them.
-    They stay listed with the reason until deleted. Returns how many were marked."""
+    """CloudStack's upload monitor. Uploads never started before their postURL expired
+    (upload.operation.timeout): template copies become ABANDONED, volumes UploadAbandoned.
+    Uploads started but receiving nothing for as long (transfers.stall_limit: the process
+    receiving it died, or the client stopped sending): template copies become ABANDONED, volumes
+    UploadError (CloudStack's OperationTimeout from UploadInProgress). Either way they stay
+    listed with the reason until deleted (or, a template copy, reset). A live upload refreshes
+    its copy's ``updated`` as bytes arrive (transfers.upload_heartbeat). Returns how many were marked."""
     now = runtime.now()
     deadline = now - timedelta(minutes=runtime.settings.get("upload.operation.timeout"))
+    limit = transfers.stall_limit(runtime)
+    silent_since = now - limit
+    stalled = f"no data was received for {limit.total_seconds() / 60:g} minutes, so the upload was abandoned"
+    T, R, V = TemplateStoreRef, VolumeStoreRef, Volume
+    waiting, receiving = DownloadState.NOT_UPLOADED.value, DownloadState.UPLOAD_IN_PROGRESS.value
     marked = 0
     with runtime.session() as s:
-        for ref in s.scalars(select(TemplateStoreRef).where(
-                TemplateStoreRef.download_state == DownloadState.NOT_UPLOADED.value,
-                TemplateStoreRef.created < deadline)):
-            ref.state = OBJECT_IN_STORE.next_state(ref.state, ObjectInStoreEvent.OperationFailed)
-            ref.download_state, ref.updated = DownloadState.ABANDONED.value, now
-            ref.error_text = f"{UPLOAD_TIMED_OUT}: nothing was uploaded before the upload URL expired"
-            log.info("template copy %s (template %s): upload abandoned", ref.id, ref.template_id)
-            marked += 1
-        for ref, volume in s.execute(select(VolumeStoreRef, Volume).join(Volume, Volume.id == VolumeStoreRef.volume_id)
-                                     .where(Volume.state == VolumeState.NotUploaded.value,
-                                            VolumeStoreRef.purpose == UPLOAD, VolumeStoreRef.created < deadline)):
-            _transition(volume, VolumeEvent.OperationTimeout, now)
-            ref.state, ref.download_state, ref.updated = ObjectInStoreState.Failed.value, DownloadState.ABANDONED.value, now
-            ref.error_text = volume.error_text = f"{UPLOAD_TIMED_OUT} for volume {volume.uuid}"
-            log.info("volume %s (%s): upload abandoned", volume.name, volume.uuid)
-            marked += 1
+
+        def changed(stmt) -> bool:
+            # Compare-and-set, as the claims are: a claim or heartbeat committed meanwhile wins.
+            return s.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1
+
+        for ref_id, template_id, state, download_state in s.execute(
+                select(T.id, T.template_id, T.state, T.download_state)
+                .where(((T.download_state == waiting) & (T.created < deadline))
+                       | ((T.download_state == receiving) & (T.updated < silent_since)))).all():
+            started = download_state == receiving
+            if changed(update(T).where(T.id == ref_id, T.state == state, T.download_state == download_state,
+                                       T.updated < silent_since if started else T.created < deadline)
+                       .values(state=OBJECT_IN_STORE.next_state(state, ObjectInStoreEvent.OperationFailed),
+                               download_state=DownloadState.ABANDONED.value, updated=now,
+                               error_text=f"{UPLOAD_TIMED_OUT}: " + (
+                                   stalled if started else "nothing was uploaded before the upload URL expired"))):
+                log.info("template copy %s (template %s): upload abandoned (%s)", ref_id, template_id,
+                         "stalled" if started else "never started")
+                marked += 1
+        for ref_id, volume_id, volume_uuid, volume_name, state in s.execute(
+                select(R.id, V.id, V.uuid, V.name, V.state).join(V, V.id == R.volume_id)
+                .where(R.purpose == UPLOAD,
+                       ((V.state == VolumeState.NotUploaded.value) & (R.created < deadline))
+                       | ((V.state == VolumeState.UploadInProgress.value) & (R.download_state == receiving)
+                          & (R.updated < silent_since)))).all():
+            started = state == VolumeState.UploadInProgress.value
+            reason = f"{UPLOAD_TIMED_OUT} for volume {volume_uuid}" + (f": {stalled}" if started else "")
+            ref = update(R).where(R.id == ref_id).values(state=ObjectInStoreState.Failed.value, updated=now,
+                                                         download_state=DownloadState.ABANDONED.value,
+                                                         error_text=reason)
+            volume = (update(V).where(V.id == volume_id, V.state == state)
+                      .values(state=VOLUME.next_state(state, VolumeEvent.OperationTimeout), updated=now,
+                              error_text=reason))
+            # The copy decides a started upload (its heartbeat), the volume one never started (its claim).
+            first, then = ((ref.where(R.download_state == receiving, R.updated < silent_since), volume) if started
+                           else (volume, ref))
+            if changed(first) and changed(then):
+                log.info("volume %s (%s): upload abandoned (%s)", volume_name, volume_uuid,
+                         "stalled" if started else "never started")
+                marked += 1
     return marked
 
 

@@ -22,7 +22,7 @@ from secstor.api.format import cs_date, drop_none
 from secstor.db.models import (Account, ImageStore, StoragePool, TemplatePoolCache, TemplateStoreRef,
                                VirtualMachine, VMTemplate, Volume, Zone)
 from secstor.domain.errors import InsufficientCapacity, OperationFailed
-from secstor.domain.states import ObjectInStoreState
+from secstor.domain.states import READABLE_COPY_STATES, ObjectInStoreState
 from secstor.domain.volumes import GONE_STATES, VOLUME, VolumeEvent, VolumeState
 from secstor.movers.checksums import parse_checksum
 from secstor.movers.transfer import TransferError, copy_verified
@@ -421,7 +421,7 @@ def ready_template_copy_in_zone(session: Session, template: VMTemplate, zone: Zo
     return session.scalars(select(TemplateStoreRef).join(ImageStore, ImageStore.id == TemplateStoreRef.store_id)
                            .where(TemplateStoreRef.template_id == template.id,
                                   or_(TemplateStoreRef.zone_id == zone.id, TemplateStoreRef.zone_id.is_(None)),
-                                  TemplateStoreRef.state == ObjectInStoreState.Ready.value,
+                                  TemplateStoreRef.state.in_(READABLE_COPY_STATES),
                                   ImageStore.removed.is_(None))
                            # the zone's own copies (staging included) first, else a region-wide one
                            .order_by(TemplateStoreRef.zone_id.is_(None), TemplateStoreRef.id)).first()

@@ -54,6 +54,11 @@ _S3_DETAILS: dict[str, tuple[str, Callable[[str], object]]] = {
     "checksummode": ("checksum_mode", _lower),
     "prefix": ("prefix", _text),
     "quotabytes": ("quota_bytes", _int),
+    "proxy": ("proxy", _text),
+    # Multipart tuning: memory per upload is at most (uploadconcurrency + 1) x partsize.
+    "partsize": ("part_size", _int),
+    "uploadconcurrency": ("max_concurrency", _int),
+    "singleputmax": ("single_put_max", _int),
 }
 _REQUIRED = ("accesskey", "secretkey", "endpoint", "bucket")
 _FIELD_TO_DETAIL = {field: detail for detail, (field, _) in _S3_DETAILS.items()}

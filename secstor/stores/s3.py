@@ -8,6 +8,8 @@ object lives under ``<prefix>.secstor-probe/`` for a moment and is never listed.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -85,7 +87,13 @@ class S3Config:
     connection_ttl_ms: int = -1
     use_tcp_keepalive: bool = False
     region: str = "us-east-1"
-    path_style: bool = True  # Ceph RGW and MinIO rarely have wildcard DNS for virtual hosts
+    #: False: virtual-host addressing (``bucket.endpoint``), which needs wildcard DNS for the
+    #: endpoint's name; Ceph RGW and MinIO rarely have it.  botocore uses path style anyway
+    #: when the endpoint is an IP address.
+    path_style: bool = True
+    #: HTTP proxy for every request (``http://host:port``), for endpoints reachable only
+    #: through one.  Name resolution is the proxy's, so ``bucket.endpoint`` need not resolve here.
+    proxy: str | None = None
     prefix: str = ""
     #: "when_required" for Ceph RGW/MinIO, which reject the newer default CRC trailers.
     checksum_mode: str = "when_required"
@@ -122,22 +130,15 @@ class S3Config:
             raise InvalidStoreParameter("quota_bytes", "must be positive")
         if self.prefix.strip("/"):
             validate_key(self.prefix.strip("/"))
+        if self.proxy is not None:
+            _http_url("proxy", self.proxy)
 
     @property
     def endpoint_url(self) -> str:
         ep = (self.endpoint or "").strip().rstrip("/")
         if "://" not in ep:
             ep = f"{'https' if self.use_https else 'http'}://{ep}"
-        parts = urlsplit(ep)
-        try:
-            parts.port
-        except ValueError:
-            raise InvalidStoreParameter("endpoint", f"invalid port in {self.endpoint!r}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidStoreParameter(
-                "endpoint", f"must be host[:port] or an http(s):// URL, got {self.endpoint!r}"
-            )
-        return ep
+        return _http_url("endpoint", ep, given=self.endpoint)
 
     @property
     def single_put_limit(self) -> int:
@@ -150,6 +151,26 @@ class S3Config:
     def key_prefix(self) -> str:
         p = self.prefix.strip("/")
         return p + "/" if p else ""
+
+
+def _http_url(param: str, url: str, given: str | None = None) -> str:
+    """``url`` if it is http(s)://host[:port]..., else InvalidStoreParameter naming ``param``."""
+    parts = urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        raise InvalidStoreParameter(param, f"invalid port in {given or url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidStoreParameter(param, f"must be host[:port] or an http(s):// URL, got {given or url!r}")
+    return url
+
+
+def _add_content_md5(request, **_) -> None:
+    """DeleteObjects must carry an integrity header.  botocore >= 1.36 sends a CRC32 only, which
+    older Ceph RGW and MinIO releases refuse (MissingContentMD5); Content-MD5 suits them all."""
+    if isinstance(request.body, (bytes, bytearray)) and "Content-MD5" not in request.headers:
+        digest = hashlib.md5(request.body, usedforsecurity=False).digest()
+        request.headers["Content-MD5"] = base64.b64encode(digest).decode("ascii")
 
 
 def _code(exc: ClientError) -> str:
@@ -287,7 +308,7 @@ class S3Driver(StoreDriver):
 
     @staticmethod
     def _make_client(config: S3Config):
-        return _SESSION.client(
+        client = _SESSION.client(
             "s3",
             endpoint_url=config.endpoint_url,
             aws_access_key_id=config.access_key,
@@ -306,8 +327,11 @@ class S3Driver(StoreDriver):
                 max_pool_connections=POOLED_WRITERS * config.max_concurrency,
                 request_checksum_calculation=config.checksum_mode,
                 response_checksum_validation=config.checksum_mode,
+                proxies={"http": config.proxy, "https": config.proxy} if config.proxy else None,
             ),
         )
+        client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        return client
 
     @property
     def identity(self) -> tuple:

@@ -468,6 +468,32 @@ def test_s3_credentials_change_live_and_wrong_ones_are_refused(admin_cs, s3_acco
         admin_cs.deleteImageStore(id=store["id"])
 
 
+def test_s3_tuning_extensions_are_validated_saved_and_applied_live(admin_cs, runtime, s3_account, unique_name):
+    store = admin_cs.addImageStoreS3(**s3_params(admin_cs, s3_account, s3_account.new_bucket(), unique_name),
+                                     checksummode="WHEN_SUPPORTED", partsize=8 << 20, uploadconcurrency=2)["imagestore"]
+    try:
+        driver = runtime.drivers.for_store(_store_row(runtime, store["id"]))
+        assert (driver.config.checksum_mode, driver.config.part_size, driver.config.max_concurrency) == \
+            ("when_supported", 8 << 20, 2)
+        error = api_error(admin_cs.updateImageStore, id=store["id"], partsize=1024)
+        assert error["errorcode"] == 431 and "partsize" in error["errortext"]
+        error = api_error(admin_cs.updateImageStore, id=store["id"], checksummode="sometimes")
+        assert error["errorcode"] == 431 and "checksummode" in error["errortext"]
+        admin_cs.updateImageStore(id=store["id"], checksummode="when_required", singleputmax=0)
+        driver = runtime.drivers.for_store(_store_row(runtime, store["id"]))
+        assert (driver.config.checksum_mode, driver.config.single_put_max, driver.config.part_size) == \
+            ("when_required", 0, 8 << 20), "the update applies without a restart and keeps the other details"
+    finally:
+        admin_cs.deleteImageStore(id=store["id"])
+
+
+def _store_row(runtime, uuid_: str) -> ImageStore:
+    with runtime.session() as s:
+        row = s.scalars(select(ImageStore).where(ImageStore.uuid == uuid_)).one()
+        s.expunge(row)
+        return row
+
+
 def test_s3_store_holding_a_template_cannot_be_deleted(admin_cs, s3_account, unique_name):
     bucket = s3_account.new_bucket()
     store = add_s3(admin_cs, s3_account, bucket, unique_name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from secstor.chunks import (
     restore_stream,
     scrub,
 )
-from secstor.stores import S3Driver
+from secstor.stores import LocalDriver
 
 pytestmark = pytest.mark.nodb
 
@@ -289,11 +291,49 @@ def test_a_tampered_manifest_is_refused(store, volume):
         load_manifest(store, manifest.snapshot_id)
 
 
-def test_chunk_objects_follow_the_documented_layout(store, volume):
+def test_chunk_objects_follow_the_documented_layout(store, tmp_path):
+    """One format byte then the payload: R raw (random data), Z a zstd frame (compressible data)."""
+    random_data, text = pattern(11, CHUNK), (b"secstor chunk " * CHUNK)[:CHUNK]
+    volume = write_volume(tmp_path / "v.raw", 2 * CHUNK, {0: random_data, CHUNK: text})
     manifest, _ = backup(volume, store, chunk_size=CHUNK)
     keys = sorted(info.key for info in store.driver.list(f"{store.prefix}/"))
-    cid = manifest.chunk_ids[0]
-    assert f"snapshots/1/7/chunks/{cid[:4]}/{cid}" in keys
+    raw_id, zstd_id = manifest.chunk_ids
+    assert f"snapshots/1/7/chunks/{raw_id[:4]}/{raw_id}" in keys
     assert f"snapshots/1/7/manifests/{manifest.snapshot_id}.json.zst" in keys
-    if isinstance(store.driver, S3Driver):
-        assert store.driver.stat(store.chunk_key(cid)).size == manifest.chunks[0][1]
+    raw_blob, zstd_blob = store.get_blob(raw_id), store.get_blob(zstd_id)
+    assert raw_blob == b"R" + random_data  # a single byte of overhead on incompressible data
+    assert zstd_blob[:1] == b"Z" and zstandard.ZstdDecompressor().decompress(zstd_blob[1:]) == text
+    assert [size for _cid, size in manifest.chunks] == [len(raw_blob), len(zstd_blob)]
+    assert store.driver.stat(store.chunk_key(zstd_id)).size == len(zstd_blob)
+
+
+@pytest.mark.parametrize("blob", [b"", b"SSCK\x01\x00\x00\x00", b"X" + bytes(100)], ids=["empty", "old-header", "unknown"])
+def test_an_object_of_an_unknown_format_is_refused_as_corrupted(store, volume, blob):
+    manifest, _ = backup(volume, store, chunk_size=CHUNK)
+    victim = manifest.chunk_ids[0]
+    store.driver.put(store.chunk_key(victim), [blob])
+    with pytest.raises(ChunkCorrupted, match="empty|unknown chunk format byte 0x(53|58)"):
+        store.get_chunk(victim)
+    assert scrub(store).damaged == {victim}
+
+
+def _doc_restore_script() -> str:
+    """The shell block of docs/layout.md's "Restoring a volume by hand"."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "layout.md").read_text()
+    section = doc[doc.index("**Restoring a volume by hand**"):]
+    return section[section.index("```sh\n") + 6 : section.index("\n```", section.index("```sh"))]
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("jq", "zstd", "bash")), reason="needs jq, zstd and bash")
+def test_an_operator_restores_a_volume_by_hand_with_the_documented_script(tmp_path):
+    store = ChunkStore(LocalDriver(tmp_path / "store"), "snapshots/1/7")
+    volume = write_volume(tmp_path / "vol.raw", 3 * CHUNK + 1000, {
+        0: pattern(21, 100 * KiB), 2 * CHUNK: (b"compressible " * CHUNK)[: CHUNK + 1000]})
+    manifest, _ = backup(volume, store, chunk_size=CHUNK)
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (_doc_restore_script().replace("/tmp/", f"{work}/")
+              .replace("<store root>/<prefix>", str(tmp_path / "store" / store.prefix))
+              .replace("<snapshot id>", manifest.snapshot_id))
+    subprocess.run(["bash", "-c", script], check=True, capture_output=True)
+    assert sha(tmp_path / "store" / store.prefix / "volume.raw") == sha(volume)

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from secstor.db.models import ImageStore, Snapshot, SnapshotChainMove, Volume
-from secstor.jobs.handlers import EXTRA_MODULES_ENV
 from secstor.services.snapshots import chunk_prefix
-from tests.jobs.conftest import WorkerProcess
 from tests.migration.conftest import finished
 from tests.snapshots.conftest import api_error, content, write_pattern
-from tests.support.jobs_fixtures import EXTRA_MODULES
-from tests.support.server import ServerProcess
 from tests.templates.conftest import make_zone, wait_for  # noqa: F401
 from tests.volumes.conftest import fast_admin  # noqa: F401
 
@@ -115,39 +112,41 @@ def test_a_chain_not_on_the_source_is_refused_naming_the_parameter(fast_admin, c
     assert set(chain_of(runtime, volume["id"])[2].values()) == {store_ids(runtime, zone)[zone.stores[src]["id"]]}
 
 
-@pytest.fixture(scope="module")
-def test_commands_server(runtime, db_url):
-    """An API-only server with testRunJob, so a migration can go to a slow worker's own queue."""
-    srv = ServerProcess(home=runtime.config.home, database_url=db_url, extra_args=["--workers", "0"],
-                        env={EXTRA_MODULES_ENV: EXTRA_MODULES}).start()
-    yield srv
-    srv.stop()
+HOLD_SWITCH = "tests.migration.hold_switch"
+
+
+def held_switch(tmp_path: Path) -> Path:
+    """The file that holds a hold_switch worker's moves before their switch while it exists."""
+    hold = tmp_path / "hold-switch"
+    hold.touch()
+    return hold
+
+
+def move_chain(cs, queue: str, zone, src: int, dst: int, snapshot: dict) -> str:
+    """Submit the move of ``snapshot``'s chain from zone store ``src`` to ``dst`` on ``queue``."""
+    return cs.testRunJob(handler="migration.resources", queue=queue, params=json.dumps({
+        "srcpool": zone.stores[src]["id"], "destpools": [zone.stores[dst]["id"]],
+        "objects": {"snapshots": [snapshot["id"]]}}))["jobid"]
 
 
 def test_a_snapshot_taken_while_its_chain_moves_waits_and_lands_on_the_destination(
-        fast_admin, chain_zone, runtime, db_url, test_commands_server):
+        fast_admin, chain_zone, runtime, api_only, workers, tmp_path):
     zone, volume, file = chain_zone
     first_content = write_pattern(file, 1)
     first = fast_admin.createSnapshot(volumeid=volume["id"])["snapshot"]
     src, dst = source_and_destination(runtime, zone, volume["id"])
     _, volume_id, _ = chain_of(runtime, volume["id"])
-    queue = f"chain-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(runtime.config.home, db_url, f"w-{uuid.uuid4().hex[:6]}", f"{queue}=1",
-                           {EXTRA_MODULES_ENV: "tests.migration.slow_chain_copy", "SECSTOR_TEST_CHUNK_DELAY": "0.7"})
-    try:
-        cs = test_commands_server.cs()
-        jobid = cs.testRunJob(
-            handler="migration.resources", queue=queue,
-            params=json.dumps({"srcpool": zone.stores[src]["id"], "destpools": [zone.stores[dst]["id"]],
-                               "objects": {"snapshots": [first["id"]]}}))["jobid"]
-        wait_for(lambda: chain_moving(runtime, volume_id), timeout=30)
-        second_content = write_pattern(file, 2)
-        second = fast_admin.createSnapshot(volumeid=volume["id"], fetch_result=False)
-        assert chain_moving(runtime, volume_id)  # the chain was still being copied when it was asked
-        result = finished(cs, jobid, timeout=60)["jobresult"]["imagestore"]
-        assert result["success"] is True, result
-    finally:
-        worker.close()
+    hold = held_switch(tmp_path)
+    workers(HOLD_SWITCH, SECSTOR_TEST_HOLD_FILE=str(hold))
+    cs = api_only.cs()
+    jobid = move_chain(cs, workers.queue, zone, src, dst, first)
+    wait_for(lambda: Path(f"{hold}.reached").exists(), timeout=30)  # copied, not yet switched
+    assert chain_moving(runtime, volume_id)
+    second_content = write_pattern(file, 2)
+    second = fast_admin.createSnapshot(volumeid=volume["id"], fetch_result=False)
+    hold.unlink()
+    result = finished(cs, jobid, timeout=60)["jobresult"]["imagestore"]
+    assert result["success"] is True, result
     backed_up = wait_for(lambda: next((s for s in fast_admin.listSnapshots(id=second["id"]).get("snapshot", [])
                                        if s["state"] == "BackedUp"), None), timeout=30)
     assert backed_up["locationtype"] == "Secondary"
@@ -157,3 +156,36 @@ def test_a_snapshot_taken_while_its_chain_moves_waits_and_lands_on_the_destinati
     for snap_id, expected in ((first["id"], first_content), (second["id"], second_content)):
         made = fast_admin.createVolume(snapshotid=snap_id, name="back")["volume"]
         assert content(file.parent / made["path"]) == expected
+
+
+def manifest_ids(path: Path) -> set[str]:
+    return {p.name.split(".", 1)[0] for p in path.iterdir()} if path.exists() else set()
+
+
+def test_a_snapshot_deleted_while_its_chain_moves_leaves_no_manifest_on_the_destination(
+        fast_admin, chain_zone, runtime, api_only, workers, tmp_path):
+    zone, volume, file = chain_zone
+    write_pattern(file, 1)
+    doomed = fast_admin.createSnapshot(volumeid=volume["id"])["snapshot"]
+    kept_content = write_pattern(file, 2)
+    kept = fast_admin.createSnapshot(volumeid=volume["id"])["snapshot"]
+    src, dst = source_and_destination(runtime, zone, volume["id"])
+    account_id, volume_id, _ = chain_of(runtime, volume["id"])
+    prefix = chunk_prefix(account_id, volume_id)
+    hold = held_switch(tmp_path)
+    workers(HOLD_SWITCH, SECSTOR_TEST_HOLD_FILE=str(hold))
+    cs = api_only.cs()
+    jobid = move_chain(cs, workers.queue, zone, src, dst, kept)
+    wait_for(lambda: Path(f"{hold}.reached").exists(), timeout=30)
+    # copied, not yet switched: the chain is still the source's, so the deletion happens there
+    assert manifest_ids(zone.paths[dst] / prefix / "manifests") == {doomed["id"], kept["id"]}
+    fast_admin.deleteSnapshot(id=doomed["id"])
+    hold.unlink()
+    result = finished(cs, jobid, timeout=60)["jobresult"]["imagestore"]
+    assert result["success"] is True and result["message"].endswith("successful migrations: 1"), result
+    assert manifest_ids(zone.paths[dst] / prefix / "manifests") == {kept["id"]}
+    assert not (zone.paths[src] / prefix).exists()
+    listed = fast_admin.listImageStoreObjects(id=zone.stores[dst]["id"], path=f"{prefix}/manifests")
+    assert [m.get("snapshotid") for m in listed["datastoreobject"]] == [kept["id"]]
+    made = fast_admin.createVolume(snapshotid=kept["id"], name="back")["volume"]
+    assert content(file.parent / made["path"]) == kept_content

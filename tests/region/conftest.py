@@ -55,3 +55,39 @@ def region(admin_cs, tmp_path_factory) -> Iterator[Region]:
             for s in staging:
                 admin_cs.deleteSecondaryStagingStore(id=s["id"])
             admin_cs.deleteImageStore(id=store["id"])
+
+
+@dataclass
+class LegacyZone:
+    zone: dict
+    store: dict
+    path: Path
+
+
+@pytest.fixture
+def legacy_zone(admin_cs, region, tmp_path) -> Iterator[LegacyZone]:
+    """A zone of its own with a Local image store and no staging store: it does not use the region
+    store until a test gives it a staging store. Templates registered there while the region store
+    is read-only are the "pre-existing" ones the region sync uploads."""
+    suffix = uuid.uuid4().hex[:8]
+    zone = admin_cs.createZone(name=f"lz-{suffix}", dns1="8.8.8.8", internaldns1="8.8.8.8")["zone"]
+    path = tmp_path / "zone-store"
+    store = admin_cs.addImageStore(provider="Local", url=f"file://{path}", zoneid=zone["id"],
+                                   name=f"lz-{suffix}")["imagestore"]
+    yield LegacyZone(zone, store, path)
+    # What a failed test left on the zone's store goes first (everywhere), or the store stays.
+    for listing, kind, delete in ((admin_cs.listTemplates, "template", admin_cs.deleteTemplate),
+                                  (admin_cs.listIsos, "iso", admin_cs.deleteIso)):
+        for item in listing(**{f"{kind}filter": "all", "zoneid": zone["id"]}).get(kind, []):
+            if store["name"] in [d["datastore"] for d in item.get("downloaddetails", [])]:
+                delete(id=item["id"], fetch_result=True)
+    for staging in admin_cs.listSecondaryStagingStores(zoneid=zone["id"]).get("imagestore", []):
+        admin_cs.deleteSecondaryStagingStore(id=staging["id"])
+    admin_cs.deleteImageStore(id=store["id"])
+    admin_cs.deleteZone(id=zone["id"])
+
+
+@pytest.fixture(scope="package")
+def quick_cs(server):
+    """An admin client polling async jobs every 0.1 s (the default second makes each job cost one)."""
+    return server.cs(poll_interval=0.1, job_timeout=60)

@@ -225,9 +225,11 @@ def test_large_object_streams_in_bounded_memory(driver, request):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # S3 holds at most (max_concurrency + 1) parts; the POSIX drivers about one chunk.
+    # S3 holds at most (max_concurrency + 1) parts; the POSIX drivers about one chunk. tracemalloc
+    # counts every thread of the test process (a full run has background threads of earlier
+    # fixtures), hence the room on top; the limit stays far under the 65 MiB written.
     if driver.provider == "S3":
-        limit = (driver.config.max_concurrency + 1) * driver.config.part_size + 4 * MiB
+        limit = (driver.config.max_concurrency + 1) * driver.config.part_size + 12 * MiB
     else:
         limit = 8 * MiB
     assert peak < limit, f"peak memory {peak / MiB:.1f} MiB"

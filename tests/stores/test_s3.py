@@ -95,6 +95,10 @@ def test_checksum_modes(moto_server, bucket, s3_admin, mode):
     assert b"".join(driver.open_reader("big", offset=7 * MiB, length=MiB)) == big[7 * MiB : 8 * MiB]
     driver.copy_within("big", "big-copy")
     assert b"".join(driver.open_reader("big-copy")) == big
+    # when_supported sends a CRC32 the server keeps; when_required (Ceph RGW, MinIO) sends none.
+    for key in ("small", "big"):
+        head = s3_admin.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert ("ChecksumCRC32" in head) == (mode == "when_supported")
 
 
 def test_endpoint_as_host_port_from_cloudstack_details(moto_server, bucket):
@@ -108,6 +112,18 @@ def test_endpoint_as_host_port_from_cloudstack_details(moto_server, bucket):
     assert all(r.ok for r in driver.probe())
     driver.put("a/b", [b"hello"])
     assert b"".join(driver.open_reader("a/b")) == b"hello"
+
+
+def test_multipart_tuning_and_proxy_from_details(moto_server, bucket, s3_admin):
+    """partsize, uploadconcurrency, singleputmax and proxy are store details too (secstor's)."""
+    details = {"accesskey": "testing", "secretkey": "testing", "endpoint": moto_server, "bucket": bucket,
+               "usehttps": "false", "partsize": str(5 * MiB), "uploadconcurrency": "2", "singleputmax": str(5 * MiB),
+               "proxy": f"http://{moto_server}"}
+    driver = driver_for("S3", "", details, mounter=None)
+    assert (driver.config.part_size, driver.config.max_concurrency) == (5 * MiB, 2)
+    data = os.urandom(6 * MiB)
+    driver.put("tuned", [data], size_hint=len(data))  # over singleputmax: two parts, through the proxy
+    assert s3_admin.head_object(Bucket=bucket, Key="tuned")["ETag"].strip('"').endswith("-2")
 
 
 def test_full_url_endpoint_wins_over_usehttps(moto_server, bucket):
@@ -182,6 +198,8 @@ def test_capacity_total_is_quota_or_sentinel(moto_server, bucket):
         ({"part_size": MiB}, "part_size"),
         ({"single_put_max": -1}, "single_put_max"),
         ({"secret_key": ""}, "secret_key"),
+        ({"proxy": "proxy.example:3128"}, "proxy"),
+        ({"proxy": "http://proxy.example:port"}, "proxy"),
     ],
 )
 def test_config_validation_names_the_parameter(overrides, param):

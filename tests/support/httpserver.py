@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import re
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
@@ -53,6 +54,25 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class _QuietTlsServer(_QuietServer):
+    """The same server over TLS. The handshake runs in the request's thread, and a client that
+    refuses the certificate (what a test of an untrusted server expects) just goes away."""
+
+    def __init__(self, address, handler, context: ssl.SSLContext) -> None:
+        self.tls = context
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address) -> None:
+        try:
+            tls = self.tls.wrap_socket(request, server_side=True)
+        except OSError:  # ssl.SSLError too
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+
 def etag_of(content: bytes) -> str:
     return '"' + hashlib.sha256(content).hexdigest()[:16] + '"'
 
@@ -62,16 +82,18 @@ class TestHttpServer:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.resources: dict[str, Resource] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self.scheme = "https" if ssl_context else "http"
+        self._httpd = (_QuietTlsServer(("127.0.0.1", 0), self._handler_class(), ssl_context) if ssl_context
+                       else _QuietServer(("127.0.0.1", 0), self._handler_class()))
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="test-http", daemon=True)
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def add(
         self,
@@ -197,6 +219,7 @@ class TestHttpServer:
 
 
 @contextlib.contextmanager
-def http_server() -> Iterator[TestHttpServer]:
-    with TestHttpServer() as server:
+def http_server(ssl_context: ssl.SSLContext | None = None) -> Iterator[TestHttpServer]:
+    """``ssl_context`` (server side, with its certificate loaded): serve https instead."""
+    with TestHttpServer(ssl_context) as server:
         yield server

@@ -85,5 +85,7 @@ class ServerProcess:
         from cs import CloudStack
 
         keys = self.admin_keys
+        # cs polls async jobs every 2 s by default: most of a test's wait would be that sleep.
+        kwargs.setdefault("poll_interval", 0.1)
         return CloudStack(endpoint=self.api_url, key=key or keys["apikey"], secret=secret or keys["secretkey"],
                           **kwargs)

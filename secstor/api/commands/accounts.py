@@ -21,6 +21,7 @@ from secstor.api.results import ListResult, ObjectResult, RawResult, SuccessResu
 from secstor.db.models import Account, Domain, User
 from secstor.domain.errors import InvalidParameter, PermissionDenied
 from secstor.security.passwords import check_password
+from secstor.services import account_cleanup
 from secstor.services import accounts as svc
 
 log = logging.getLogger("secstor.accounts")
@@ -173,8 +174,10 @@ def list_accounts(ctx: CallContext, p: dict[str, Any]) -> ListResult:
     params=[Param("id", PType.UUID, required=True, description="Account id")],
     roles=ADMIN_ONLY,
     description="Deletes an account and its users; their API keys and sessions stop working at once. "
-                "Refused for the caller's own account, so at least one Admin always remains. Synchronous in "
-                "secstor (async in CloudStack). The account's name stays reserved.",
+                "Refused for the caller's own account, so at least one Admin always remains. Answers at once "
+                "(async in CloudStack); what the account owned (instances, snapshots, volumes, templates and "
+                "ISOs) is removed by a clean-up job that listAsyncJobs shows (cmd deleteAccount). "
+                "The account's name stays reserved.",
 )
 def delete_account(ctx: CallContext, p: dict[str, Any]) -> SuccessResult:
     account = ctx.get_by_uuid(Account, p["id"], "id", what="account")
@@ -182,6 +185,8 @@ def delete_account(ctx: CallContext, p: dict[str, Any]) -> SuccessResult:
     if account.id == ctx.caller.account_id:
         raise InvalidParameter("You cannot delete your own account", "id")
     svc.remove_account(ctx.db, ctx.runtime, account)
+    ctx.submit_job(account_cleanup.CLEANUP_HANDLER, {"account_id": account.id, "account_uuid": account.uuid},
+                   instance_type="Account", instance_id=account.uuid)
     log.info("account deleted id=%s name=%s by user=%s", account.uuid, account.name, ctx.caller.user_uuid)
     return SuccessResult()
 

@@ -69,6 +69,22 @@ S3_PARAMS = [
     Param("sockettimeout", PType.INTEGER, description="Socket timeout (milliseconds)"),
     Param("connectionttl", PType.INTEGER, description="Connection TTL (milliseconds); accepted, has no effect"),
     Param("usetcpkeepalive", PType.BOOLEAN, description="Whether TCP keep-alive is used"),
+    # secstor extensions: what S3-compatible servers other than AWS need (docs/configuration.md).
+    Param("region", description="Signing region for SigV4 (secstor extension; default us-east-1)"),
+    Param("pathstyle", PType.BOOLEAN, description="Path-style addressing (default true); false: virtual-host "
+                                                  "(bucket.endpoint), which needs wildcard DNS or a proxy "
+                                                  "(secstor extension)"),
+    Param("checksummode", description="when_required (default; what Ceph RGW and older MinIO accept) or "
+                                      "when_supported (botocore 1.36's default: CRC32 on every upload) "
+                                      "(secstor extension)"),
+    Param("proxy", description="HTTP proxy URL for this store's requests (secstor extension)"),
+    Param("partsize", PType.LONG, description="Multipart part size in bytes (at least 5 MiB; grown to stay "
+                                              "under 10,000 parts) (secstor extension)"),
+    Param("uploadconcurrency", PType.INTEGER, description="Parts uploaded in parallel per object; memory per "
+                                                         "upload is at most (uploadconcurrency + 1) x partsize "
+                                                         "(secstor extension)"),
+    Param("singleputmax", PType.LONG, description="Objects up to this size are uploaded with one PUT, larger "
+                                                  "ones in parts (secstor extension)"),
 ]
 
 

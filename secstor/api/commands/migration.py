@@ -36,7 +36,10 @@ def _submit(ctx: CallContext, p: dict[str, Any], params: dict[str, Any], handler
         _DRYRUN,
     ],
     roles=ADMIN_ONLY,
-    description="migrates data objects from one secondary storage to destination image store(s)",
+    description="migrates data objects from one secondary storage to destination image store(s). Complete makes "
+                "the source read-only before anything moves, and it stays read-only however the job ends (succeeded, "
+                "failed, or cancelled with cancelAsyncJob): updateImageStore readonly=false reopens it. Cancelling "
+                "stops the copies in flight and undoes them; every object stays Ready on exactly one store.",
     is_async=True,
     response_object="imagestore",
 )

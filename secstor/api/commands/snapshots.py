@@ -18,16 +18,20 @@ from secstor.domain.errors import InvalidParameter
 from secstor.domain.snapshot_policy import parse_interval, parse_schedule, parse_timezone
 from secstor.domain.states import SnapshotState
 from secstor.domain.volumes import VmState, VolumeEvent, VolumeState
+from secstor.services import snapshot_region
 from secstor.services import snapshots as snaps
 from secstor.services import volumes as vols
 
 
-def snapshot_responses(session: Session, rows: list[Snapshot]) -> list[dict[str, Any]]:
+def snapshot_responses(session: Session, rows: list[Snapshot], zones: list[Zone] | None = None
+                       ) -> list[dict[str, Any]]:
+    """``zones``: the zone each row is shown in (a region-wide snapshot is available in every
+    zone); by default the snapshot's own."""
     out = []
-    for snap in rows:
+    for index, snap in enumerate(rows):
         account = session.get(Account, snap.account_id)
         volume = session.get(Volume, snap.volume_id)
-        zone = session.get(Zone, snap.zone_id)
+        zone = zones[index] if zones is not None else session.get(Zone, snap.zone_id)
         if snap.location_type == snaps.SECONDARY and snap.store_id:
             datastore = session.get(ImageStore, snap.store_id)
         else:
@@ -127,12 +131,17 @@ def create_snapshot(ctx: CallContext, p: dict[str, Any]) -> AsyncResult:
         Param("intervaltype", description="valid values are HOURLY, DAILY, WEEKLY, and MONTHLY (or MANUAL)"),
         Param("snapshottype", description="valid values are MANUAL or RECURRING"),
         Param("name", description="lists snapshot by snapshot name"),
-        Param("zoneid", PType.UUID, description="list snapshots by zone id"),
+        Param("zoneid", PType.UUID, description="list snapshots available in the zone: its own, and those on a "
+                                                "region-wide image store (shown with this zone)"),
         Param("state", description="state of the snapshot"),
         Param("listall", PType.BOOLEAN, description="accepted for compatibility (admins see every account's)"),
+        Param("showunique", PType.BOOLEAN, description="if false, one entry per zone the snapshot is available in"),
+        Param("locationtype", description="list snapshots by location type (primary or secondary); used only with "
+                                          "showunique=false"),
     ],
     roles=ALL_ROLES,
-    description="Lists snapshots: a User sees its own, admins every account's.",
+    description="Lists snapshots: a User sees its own, admins every account's. A snapshot backed up into a "
+                "region-wide image store is available in every zone.",
     is_list=True,
     response_object="snapshot",
 )
@@ -152,14 +161,38 @@ def list_snapshots(ctx: CallContext, p: dict[str, Any]) -> ListResult:
         stmt = stmt.where(Snapshot.snapshot_type == p["snapshottype"].upper())
     if "name" in p:
         stmt = stmt.where(Snapshot.name == p["name"])
-    if "zoneid" in p:
-        stmt = stmt.where(Snapshot.zone_id == ctx.get_by_uuid(Zone, p["zoneid"], "zoneid", what="zone").id)
+    zone = ctx.get_by_uuid(Zone, p["zoneid"], "zoneid", what="zone") if "zoneid" in p else None
+    if zone is not None:
+        stmt = stmt.where(snapshot_region.available_in(zone.id))
     if "state" in p:
         stmt = stmt.where(Snapshot.state == p["state"])
     if "keyword" in p:
         stmt = stmt.where(Snapshot.name.contains(p["keyword"]))
+    if p.get("showunique") is False:
+        return _list_per_zone(ctx, p, stmt, zone)
     rows, total = ctx.page(p, stmt)
-    return ListResult("snapshot", snapshot_responses(ctx.db, rows), total)
+    return ListResult("snapshot", snapshot_responses(ctx.db, rows, [zone] * len(rows) if zone else None), total)
+
+
+def _list_per_zone(ctx: CallContext, p: dict[str, Any], stmt, zone: Zone | None) -> ListResult:
+    """showunique=false: one entry per (snapshot, zone it is available in), as CloudStack 4.19."""
+    if "locationtype" in p:
+        location = p["locationtype"].strip().lower()
+        if location not in (snaps.PRIMARY, snaps.SECONDARY):
+            raise InvalidParameter(f"Invalid location type {p['locationtype']}: valid ones are primary and "
+                                   f"secondary", "locationtype")
+        stmt = stmt.where(Snapshot.location_type == location)
+    zones = snapshot_region.snapshot_zones()
+    pairs_stmt = (select(zones.c.snapshot_id, zones.c.zone_id)
+                  .where(zones.c.snapshot_id.in_(stmt.with_only_columns(Snapshot.id).order_by(None)))
+                  .order_by(zones.c.snapshot_id, zones.c.zone_id))
+    if zone is not None:
+        pairs_stmt = pairs_stmt.where(zones.c.zone_id == zone.id)
+    pairs, total = ctx.page_items(p, [tuple(r) for r in ctx.db.execute(pairs_stmt)])
+    by_id = {s.id: s for s in ctx.db.scalars(select(Snapshot).where(Snapshot.id.in_({s for s, _ in pairs})))}
+    zone_rows = {z.id: z for z in ctx.db.scalars(select(Zone).where(Zone.id.in_({z for _, z in pairs})))}
+    return ListResult("snapshot", snapshot_responses(ctx.db, [by_id[s] for s, _ in pairs],
+                                                     [zone_rows[z] for _, z in pairs]), total)
 
 
 @api_command(
@@ -167,8 +200,9 @@ def list_snapshots(ctx: CallContext, p: dict[str, Any]) -> ListResult:
     params=[Param("id", PType.UUID, required=True, description="The ID of the snapshot")],
     roles=ALL_ROLES,
     is_async=True,
-    description="Deletes a snapshot: only its manifest (or its copy on primary); chunks other snapshots share "
-                "stay, and those no snapshot uses are removed later by garbage collection.",
+    description="Deletes a snapshot everywhere: its manifest on the one image store holding it (zone or "
+                "region-wide; removed later if that store is unreachable now) or its copy on primary; chunks other "
+                "snapshots share stay, and those no snapshot uses are removed later by garbage collection.",
 )
 def delete_snapshot(ctx: CallContext, p: dict[str, Any]) -> AsyncResult:
     snap = find_snapshot(ctx, p["id"])
@@ -176,6 +210,55 @@ def delete_snapshot(ctx: CallContext, p: dict[str, Any]) -> AsyncResult:
         raise InvalidParameter(f"Snapshot {snap.uuid} is in state {snap.state} and cannot be deleted now", "id")
     job = ctx.submit_job(snaps.DELETE_HANDLER, {"snapshot_id": snap.id}, instance_type="Snapshot",
                          instance_id=snap.uuid)
+    return AsyncResult(job.uuid)
+
+
+@api_command(
+    "copySnapshot",
+    params=[
+        Param("id", PType.UUID, required=True, description="the ID of the snapshot."),
+        Param("sourcezoneid", PType.UUID, description="The ID of the zone in which the snapshot is currently "
+                                                      "present. If not specified then the zone of snapshot's volume "
+                                                      "will be used."),
+        Param("destzoneid", PType.UUID, description="The ID of the zone the snapshot is being copied to."),
+        Param("destzoneids", PType.LIST, item_type=PType.UUID,
+              description="A comma-separated list of IDs of the zones that the snapshot needs to be copied to. Do "
+                          "not specify destzoneid and destzoneids together, however one of them is required."),
+    ],
+    roles=ALL_ROLES,
+    is_async=True,
+    description="Copies a snapshot from one zone to other zones (CloudStack 4.19). A snapshot on a region-wide "
+                "image store is available in every zone already: nothing is copied. One on a zone's image store "
+                "makes the whole chain of its volume's snapshots (one deduplication domain) move into a "
+                "region-wide image store, verified chunk by chunk, after which every zone can use them.",
+    response_object="snapshot",
+)
+def copy_snapshot(ctx: CallContext, p: dict[str, Any]) -> AsyncResult:
+    if "destzoneid" in p and p.get("destzoneids"):
+        raise InvalidParameter("Both destzoneid and destzoneids cannot be specified at the same time.", "destzoneids")
+    snap = find_snapshot(ctx, p["id"])
+    if snap.state != SnapshotState.BackedUp.value or snap.location_type != snaps.SECONDARY:
+        raise InvalidParameter("Snapshot is not backed up", "id")
+    dest_uuids = list(dict.fromkeys([p["destzoneid"]] if "destzoneid" in p else p.get("destzoneids", [])))
+    if not dest_uuids:
+        raise InvalidParameter("Please specify valid destination zone(s).", "destzoneids")
+    source = ctx.db.get(Zone, snap.zone_id)
+    if "sourcezoneid" in p:
+        source = ctx.db.scalars(select(Zone).where(Zone.uuid == p["sourcezoneid"], Zone.removed.is_(None))).first()
+        if source is None:
+            raise InvalidParameter("Please specify a valid source zone.", "sourcezoneid")
+    if source.uuid in dest_uuids:
+        raise InvalidParameter("Please specify different source and destination zones.", "destzoneids")
+    found = set(ctx.db.scalars(select(Zone.uuid).where(Zone.uuid.in_(dest_uuids), Zone.removed.is_(None))))
+    if any(u not in found for u in dest_uuids):
+        raise InvalidParameter("Please specify a valid destination zone.", "destzoneids")
+    if not snapshot_region.is_available_in(ctx.db, snap, source.id):
+        raise InvalidParameter(f"There is no snapshot ID: {snap.uuid} ready on image store", "sourcezoneid")
+    refusal = snapshot_region.copy_refusal(ctx.runtime, ctx.db, snap)
+    if refusal:
+        raise InvalidParameter(refusal, "id")
+    job = ctx.submit_job(snapshot_region.COPY_HANDLER, {"snapshot_id": snap.id, "destzoneids": dest_uuids},
+                         instance_type="Snapshot", instance_id=snap.uuid, queue=snapshot_region.COPY_QUEUE)
     return AsyncResult(job.uuid)
 
 
@@ -205,13 +288,23 @@ def revert_snapshot(ctx: CallContext, p: dict[str, Any]) -> AsyncResult:
     return AsyncResult(job.uuid)
 
 
+def zone_for_use(ctx: CallContext, snap: Snapshot, zone_uuid: str | None, param: str = "zoneid") -> Zone:
+    """The zone where something is made from the snapshot: ``zone_uuid`` (default: the
+    snapshot's own), which must be one the snapshot is available in."""
+    if zone_uuid is None:
+        return ctx.db.get(Zone, snap.zone_id)
+    zone = ctx.get_by_uuid(Zone, zone_uuid, param, what="zone")
+    if not snapshot_region.is_available_in(ctx.db, snap, zone.id):
+        raise InvalidParameter(f"Snapshot {snap.uuid} is not available in zone {zone.name}: copy it there first "
+                               f"(copySnapshot)", param)
+    return zone
+
+
 def create_volume_from_snapshot(ctx: CallContext, p: dict[str, Any]) -> AsyncResult:
-    """createVolume with snapshotid: a new DATADISK holding the snapshot's content, in its zone."""
+    """createVolume with snapshotid: a new DATADISK holding the snapshot's content, in its zone or
+    (a snapshot on a region-wide store) in any zone."""
     snap = restorable_snapshot(ctx, p["snapshotid"], "snapshotid")
-    zone = ctx.db.get(Zone, snap.zone_id)
-    if "zoneid" in p and p["zoneid"] != zone.uuid:
-        raise InvalidParameter(f"Snapshot {snap.uuid} is in zone {zone.name}: a volume from it is made there",
-                               "zoneid")
+    zone = zone_for_use(ctx, snap, p.get("zoneid"))
     pool = vols.choose_pool(ctx.db, zone, snap.virtual_size)
     volume = vols.new_volume(ctx.db, name=(p.get("name") or "").strip(), account_id=ctx.caller.account_id, zone=zone,
                              pool=pool, size=snap.virtual_size, volume_type="DATADISK", template_id=None, now=ctx.now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from secstor.api.commands.snapshots import find_snapshot, find_volume
+from secstor.api.commands.snapshots import find_snapshot, find_volume, zone_for_use
 from secstor.api.context import CallContext
 from secstor.api.params import Param, PType
 from secstor.api.registry import ALL_ROLES, api_command
@@ -81,7 +81,9 @@ def create_template(ctx: CallContext, p: dict[str, Any]) -> AsyncResult:
         raise InvalidParameter("Invalid bits value: must be 32 or 64", "bits")
     volume, source = _snapshot_source(ctx, p["snapshotid"]) if "snapshotid" in p else _volume_source(ctx, p["volumeid"])
     zone = ctx.db.get(Zone, volume.zone_id)
-    if "zoneid" in p and p["zoneid"] != zone.uuid:
+    if "snapshotid" in p and p.get("zoneid", zone.uuid) != zone.uuid:  # a region-wide snapshot: any zone
+        zone = zone_for_use(ctx, ctx.db.get(Snapshot, source["snapshot_id"]), p["zoneid"])
+    elif "zoneid" in p and p["zoneid"] != zone.uuid:
         raise InvalidParameter(f"The template is made in the zone of its source, {zone.name}", "zoneid")
     vm = ctx.db.get(VirtualMachine, volume.vm_id) if volume.vm_id else None
     origin = ctx.db.get(VMTemplate, volume.template_id) if volume.template_id else None

@@ -147,7 +147,9 @@ def _list(ctx: CallContext, p: dict[str, Any], *, is_iso: bool, filter_param: st
         hypervisor=p.get("hypervisor"), bootable=p.get("bootable"), is_public=p.get("ispublic"),
         ready_only=bool(p.get("isready")),
     )
-    pairs, total = page_of_pairs(ctx.db, lambda ids: svc.zone_rows_select(q, ids), q, ctx._page_window(p))
+    region = svc.region_copies_possible(ctx.db)
+    pairs, total = page_of_pairs(ctx.db, lambda ids: svc.zone_rows_select(q, ids, region=region), (q, region),
+                                 ctx._page_window(p))
     return ListResult("iso" if is_iso else "template", svc.responses(ctx.db, pairs, is_admin=ctx.caller.is_admin),
                       total)
 
