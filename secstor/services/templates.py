@@ -19,7 +19,13 @@ from secstor.db.models import (
 )
 from secstor.domain import templates as dt
 from secstor.domain.errors import InvalidParameter, OperationFailed
-from secstor.domain.states import OBJECT_IN_STORE, DownloadState, ObjectInStoreEvent, ObjectInStoreState
+from secstor.domain.states import (
+    OBJECT_IN_STORE,
+    READABLE_COPY_STATES,
+    DownloadState,
+    ObjectInStoreEvent,
+    ObjectInStoreState,
+)
 from secstor.domain.urlsafety import ALLOWANCE_SETTING, UnsafeUrl, check_url
 from secstor.movers.checksums import Checksum, UnknownChecksumAlgorithm, parse_checksum
 from secstor.movers.download import DownloadOptions, download_to_store
@@ -511,7 +517,7 @@ def zone_rows_select(q: ListQuery, template_ids: tuple[int, int] | None = None, 
     if visible is not None:
         stmt = stmt.where(visible)
     if q.visibility.ready_only or q.ready_only:
-        stmt = stmt.where(state == ObjectInStoreState.Ready.value)
+        stmt = stmt.where(state.in_(READABLE_COPY_STATES))
     if q.template_uuid:
         stmt = stmt.where(VMTemplate.uuid == q.template_uuid)
     if q.name:

@@ -32,6 +32,8 @@ def test_a_template_being_migrated_stays_listed_ready_and_extractable(api_only, 
         assert copies(runtime, template.id)[source] == ObjectInStoreState.Migrating.value
         listed = user_side.listTemplates(id=template.uuid, templatefilter="all")["template"][0]
         assert listed["isready"] is True
+        assert [t["id"] for t in user_side.listTemplates(templatefilter="all", isready=True, zoneid=z.id)["template"]] \
+            == [template.uuid]
         url = user_side.extractTemplate(id=template.uuid, mode="HTTP_DOWNLOAD", zoneid=z.id)["template"]["url"]
         assert hashlib.sha256(requests.get(url, timeout=30).content).hexdigest() == template.sha256
     finally:
