@@ -5,11 +5,11 @@ Handlers are synchronous (SQLAlchemy sessions); Starlette runs them in its threa
 
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Callable
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,8 +24,14 @@ log = logging.getLogger("secstor.api")
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 
 
+# orjson encodes a 500-template listTemplates page several times faster than json. Datetimes and
+# dataclasses go through str() as they did with json.dumps(default=str).
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def json_reply(reply: ApiReply) -> Response:
-    resp = Response(json.dumps(reply.body, default=str), status_code=reply.status, media_type=None,
+    resp = Response(orjson.dumps(reply.body, default=str, option=_ORJSON_OPTIONS), status_code=reply.status,
+                    media_type=None,
                     headers={"Content-Type": JSON_CONTENT_TYPE})
     for name, value in reply.set_cookies.items():
         resp.set_cookie(name, value, httponly=(name != "sessionkey"), samesite="strict", path="/client")

@@ -21,7 +21,8 @@ A backup running concurrently is protected without any lock:
   before the mark loads it makes the mark list again.
 A writer marker older than ``stale_writer_age`` belongs to a backup that was killed and
 is removed.  Each candidate is stat'ed again right before deletion, so a touch made after
-the listing saves its chunk.  An unreadable manifest stops the GC: sweeping without its
+the listing saves its chunk; a touch landing between that stat and the deletion is lost, and
+the backup, which stats every chunk it touched once its manifest is written, writes it again.  An unreadable manifest stops the GC: sweeping without its
 references would destroy a snapshot.
 """
 

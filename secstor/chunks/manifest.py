@@ -194,6 +194,7 @@ class _BackupRun:
         self.known = known  # chunk id -> stored size, of the previous manifest
         self._lock = threading.Lock()
         self._claims: dict[str, Future] = {}
+        self.touched: set[str] = set()  # old chunks refreshed by this run: checked again at the end
 
     def store_chunk(self, data: bytes) -> tuple[str, PutResult]:
         cid = chunk_id(data)
@@ -211,6 +212,9 @@ class _BackupRun:
         except BaseException as exc:
             claim.set_exception(exc)
             raise
+        if result.touched:
+            with self._lock:
+                self.touched.add(cid)
         claim.set_result(result)
         return cid, result
 
@@ -301,6 +305,8 @@ def backup(
             stats.manifest_bytes = save_manifest(store, manifest)
             if stats.chunks_known:
                 _confirm_known_chunks(store, volume.fileno(), manifest, previous, run.refresh_before, stats)
+            if run.touched:
+                _confirm_touched_chunks(store, volume.fileno(), manifest, run, stats)
     finally:
         store.driver.delete(marker)
     stats.seconds = (now() - started).total_seconds()
@@ -322,12 +328,36 @@ def _confirm_known_chunks(store: ChunkStore, fd: int, manifest: Manifest, previo
     if store.driver.stat(store.manifest_key(previous.snapshot_id)) is not None:
         return
     known = {entry[0] for entry in previous.chunks if entry is not None}
+    log.warning("snapshot %s: previous manifest %s was deleted during the backup; checking the chunks "
+                "reused from it", manifest.snapshot_id, previous.snapshot_id)
+    _recheck_chunks(store, fd, manifest, known, refresh_before, stats)
+
+
+def _confirm_touched_chunks(store: ChunkStore, fd: int, manifest: Manifest, run: _BackupRun,
+                            stats: BackupStats) -> None:
+    """Write again any chunk this backup touched that a concurrent GC removed all the same.
+
+    GC stats a candidate again right before deleting it, but the two are not one atomic step: a
+    touch published between them is deleted with the old object.  Such a GC had started before
+    the touch and deletes right after its stat, so by the time the manifest is written its
+    deletion is done, and a stat per touched chunk (old chunks only, which incremental backups
+    rarely touch: they reuse the previous manifest's chunks on its word) finds it.
+    """
+    missing = {cid for cid in run.touched if store.stat_chunk(cid) is None}
+    if missing:
+        log.warning("snapshot %s: %d touched chunks were swept by a concurrent GC; writing them again",
+                    manifest.snapshot_id, len(missing))
+        _recheck_chunks(store, fd, manifest, missing, run.refresh_before, stats)
+
+
+def _recheck_chunks(store: ChunkStore, fd: int, manifest: Manifest, cids: set[str], refresh_before: datetime,
+                    stats: BackupStats) -> None:
+    """stat/touch/put each chunk of ``cids`` again, its data read back from the volume, and save
+    the manifest again if that wrote any."""
     first_index: dict[str, int] = {}
     for index, entry in enumerate(manifest.chunks):
-        if entry is not None and entry[0] in known:
+        if entry is not None and entry[0] in cids:
             first_index.setdefault(entry[0], index)
-    log.warning("snapshot %s: previous manifest %s was deleted during the backup; checking the %d chunks "
-                "reused from it", manifest.snapshot_id, previous.snapshot_id, len(first_index))
 
     def recheck(item: tuple[str, int]) -> PutResult:
         cid, index = item

@@ -4,6 +4,7 @@ and stay safe against a GC and a deletion of that manifest running at the same t
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -140,3 +141,36 @@ def test_gc_skips_its_sweep_while_manifests_keep_vanishing_under_its_mark(store,
     gc_store, _ = counted(store, on_list=delete_listed_and_add_one)
     assert collect_garbage(gc_store, grace=NO_GRACE).chunks_removed == 0
     assert len(churn) == 2 + MARK_ROUNDS
+
+
+class _SweptAfterTouch:
+    """A driver on which every touch (a chunk copied onto itself) is followed at once by its
+    deletion: what a GC whose stat-then-delete straddles the touch does."""
+
+    def __init__(self, driver) -> None:
+        self._driver = driver
+        self.swept: list[str] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self._driver, name)
+
+    def copy_within(self, src_key: str, dst_key: str):
+        info = self._driver.copy_within(src_key, dst_key)
+        with self._lock:  # the backup touches from several threads
+            sweep = src_key == dst_key and "/chunks/" in src_key and len(self.swept) < 3
+            if sweep:
+                self.swept.append(src_key)
+        if sweep:
+            self._driver.delete(src_key)
+        return info
+
+
+def test_chunks_a_racing_gc_deletes_right_after_their_touch_are_written_again(store, volume, tmp_path):
+    first, _ = backup(volume, store, chunk_size=CHUNK)
+    delete_manifest(store, first.snapshot_id)  # its chunks are unreferenced: the next backup touches them
+    racing = _SweptAfterTouch(store.driver)
+    second, stats = backup(volume, ChunkStore(racing, store.prefix), chunk_size=CHUNK, grace=NO_GRACE)
+    assert len(racing.swept) == 3 and stats.chunks_rechecked == 3 and stats.chunks_new == 3
+    assert not scrub(store).missing
+    assert restores_exactly(store, second.snapshot_id, volume, tmp_path)
