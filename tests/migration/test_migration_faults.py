@@ -98,9 +98,11 @@ def test_a_worker_killed_mid_copy_is_replaced_and_every_object_ends_ready_once(a
     cs = api_only.cs()
     z = zone(64 * MIB, 64 * MIB)  # capped: both share one file system
     templates = [seed(z.stores[0]["id"], 4 * MIB) for _ in range(3)]
-    first = slow_workers()
+    # Slow enough (about 2.4 s per object) that a progress write (at most one a second) lands
+    # mid-copy even on a busy machine.
+    first = slow_workers(SECSTOR_TEST_COPY_DELAY="0.6")
     jobid = complete_on(cs, slow_workers.queue, z.stores[0], z.stores[1])
-    wait_for(lambda: mid_copy(cs, jobid, 4 * MIB), timeout=30)
+    wait_for(lambda: mid_copy(cs, jobid, 4 * MIB), timeout=60)
     first.signal(signal.SIGKILL)
     first.wait()
     slow_workers()
