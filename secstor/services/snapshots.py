@@ -34,7 +34,7 @@ from secstor.primary.posix import QCOW2, PoolError, reflink
 from secstor.services import volumes as vols
 from secstor.services.background import periodic_task
 from secstor.services.chain_moves import wait_for_chain_move, wait_while_chain_moves
-from secstor.services.staging import _driver_if_reachable as driver_if_reachable  # the staging clean-up's probe
+from secstor.services.staging import driver_if_reachable
 from secstor.services.staging import STAGING_ROLE, eviction_interval_seconds
 from secstor.services.templates import region_store_to_receive
 from secstor.stores.base import StoreError

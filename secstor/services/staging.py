@@ -218,7 +218,7 @@ def _periodic_staging_eviction(runtime: "Runtime") -> None:
 
 # ---- delete once, clean everywhere ------------------------------------------------------------
 
-def _driver_if_reachable(runtime: "Runtime", store: ImageStore) -> tuple["StoreDriver | None", str | None]:
+def driver_if_reachable(runtime: "Runtime", store: ImageStore) -> tuple["StoreDriver | None", str | None]:
     """(driver, None) for a store that passes its probe, else (None, why)."""
     try:
         driver = runtime.drivers.for_store(store)
@@ -235,7 +235,7 @@ def delete_cached_copy(runtime: "Runtime", store: ImageStore, prefix: str, job_l
     the store is unreachable: the removal is then recorded and retried by a periodic task until it
     succeeds, and the caller forgets the copy as if it were gone (the template does not wait for
     the store)."""
-    driver, reason = _driver_if_reachable(runtime, store)
+    driver, reason = driver_if_reachable(runtime, store)
     if driver is not None:
         try:
             return driver.delete_prefix(prefix)
@@ -269,7 +269,7 @@ def retry_pending_deletions(runtime: "Runtime") -> int:
         error = None
         if store.removed is None:
             if store.id not in probed:
-                probed[store.id] = _driver_if_reachable(runtime, store)
+                probed[store.id] = driver_if_reachable(runtime, store)
             driver, error = probed[store.id]
             if driver is not None:
                 try:
